@@ -1,0 +1,183 @@
+"""HTTP API of the server: thin views that validate, call one service or selector, and serialize."""
+import time
+
+from django.conf import settings
+from django.http import HttpResponse
+from drf_spectacular.utils import extend_schema
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from aggregation import events, parsing, selectors, services
+from aggregation.fl.model import flatten
+from aggregation.fl.serde import params_loads
+from aggregation.models import Experiment
+from fedsite.errors import ApplicationError
+from nodes_app.auth import node_from_request
+from nodes_app.services import node_touch
+
+
+def body_read(request: Request) -> bytes:
+    """The raw body, refused with 413 before reading when it announces more than the server takes."""
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        raise ApplicationError("bad_request", "Content-Length is not a number.") from None
+    if length > settings.FL_MAX_UPDATE_BYTES:
+        raise ApplicationError(
+            "too_large", f"The body has {length} bytes; this server accepts at most {settings.FL_MAX_UPDATE_BYTES}.",
+            413,
+        )
+    return request.body
+
+
+def experiment_from(request: Request) -> Experiment:
+    return selectors.experiment_get(request.query_params.get("experiment"))
+
+
+def parsed_update(request: Request, experiment: Experiment) -> services.ParsedUpdate:
+    spec = services.experiment_spec(experiment)
+    body = body_read(request)
+    if not body:
+        raise ApplicationError("empty_body", "The upload is empty; send safetensors bytes or a JSON object.")
+    content_type = (request.content_type or "").split(";")[0].strip().lower()
+    if content_type == "application/octet-stream":
+        return parsing.update_from_safetensors(spec, body)
+    if content_type in ("application/json", ""):
+        return parsing.update_from_json(spec, parsing.json_body(body))
+    raise ApplicationError("unsupported_media_type", f"Content-Type {content_type!r} is not accepted; use "
+                           "application/octet-stream (safetensors) or application/json.", 415)
+
+
+class StatusApi(APIView):
+    """The prototype's health check; read-only."""
+
+    def get(self, request: Request) -> Response:
+        experiment = experiment_from(request)
+        state = selectors.round_state(experiment)
+        return Response({
+            "status": "running",
+            "message": "Server is active",
+            "mode": settings.FL_MODE,
+            "experiment": experiment.name,
+            "round": state["number"],
+            "round_status": state["status"],
+            "model_version": state["run"]["model_version"],
+            "run_status": experiment.status,
+        })
+
+
+class ExperimentListApi(APIView):
+    def get(self, request: Request) -> Response:
+        return Response([
+            {
+                "name": e.name, "status": e.status, "strategy": e.strategy, "strategy_params": e.strategy_params,
+                "model_spec": e.model_spec, "total_nodes": e.total_nodes, "min_nodes": e.min_nodes,
+                "round_timeout_s": e.round_timeout_s, "on_timeout": e.on_timeout, "max_rounds": e.max_rounds,
+                "epochs": e.epochs, "learning_rate": e.learning_rate, "batch_size": e.batch_size,
+            }
+            for e in Experiment.objects.all()
+        ])
+
+
+class RoundCurrentApi(APIView):
+    """The open round; with ?wait=S&known=N a long-poll that answers as soon as round N is over."""
+
+    def get(self, request: Request) -> Response:
+        experiment = experiment_from(request)
+        node = node_from_request(request, required=False)
+        if node is not None:
+            node_touch(node)
+        try:
+            wait = min(max(float(request.query_params.get("wait", 0)), 0.0), settings.FL_LONGPOLL_MAX_S)
+            known = request.query_params.get("known")
+            known_number = int(known) if known not in (None, "") else None
+        except ValueError:
+            raise ApplicationError("bad_query", "wait must be a number of seconds and known a round number.") from None
+        state = selectors.round_state(experiment)
+        until = time.monotonic() + wait
+        while state["number"] == known_number and state["run"]["status"] == "running":
+            remaining = until - time.monotonic()
+            if remaining <= 0:
+                break
+            # Woken at once by commits in this process; a worker's commits are seen within a second.
+            with events.state_changed:
+                events.state_changed.wait(timeout=min(1.0, remaining))
+            experiment.refresh_from_db(fields=["status"])
+            state = selectors.round_state(experiment)
+        return Response(state)
+
+
+class RoundListApi(APIView):
+    def get(self, request: Request) -> Response:
+        experiment = experiment_from(request)
+        return Response({"experiment": experiment.name, "rounds": selectors.rounds_history(experiment)})
+
+
+class UpdateSubmitApi(APIView):
+    """A node uploads its update for a round: safetensors or JSON, with its token."""
+
+    @extend_schema(request=None, responses=None)
+    def post(self, request: Request, number: int) -> Response:
+        node = node_from_request(request)
+        experiment = experiment_from(request)
+        update = parsed_update(request, experiment)
+        stored, created = services.update_submit(
+            experiment=experiment, round_number=number, node=node, update=update
+        )
+        return Response(
+            {"round": number, "node_id": node.node_id, "sha256": stored.sha256,
+             "received": stored.round.updates.count(), "required": experiment.total_nodes,
+             "status": "accepted" if created else "already_accepted"},
+            status=201 if created else 200,
+        )
+
+
+def _version_payload(version) -> dict:
+    return {
+        "version": version.version, "sha256": version.sha256, "size": version.size,
+        "parent": version.parent.version if version.parent_id else None,
+        "round": version.round.number if version.round_id else None,
+        "contributors": version.contributors, "created_at": version.created_at.isoformat(),
+    }
+
+
+class ModelVersionDetailApi(APIView):
+    def get(self, request: Request, version: str) -> Response:
+        found = selectors.model_version_get(experiment_from(request), version)
+        return Response(_version_payload(found))
+
+
+class ModelVersionDownloadApi(APIView):
+    """safetensors bytes by default; ?format=json gives the flat parameter list."""
+
+    def get(self, request: Request, version: str) -> Response | HttpResponse:
+        experiment = experiment_from(request)
+        found = selectors.model_version_get(experiment, version)
+        if request.query_params.get("format") == "json":
+            params, _ = params_loads(services.experiment_spec(experiment), bytes(found.parameters))
+            return Response({**_version_payload(found), "parameters": flatten(params).tolist()})
+        response = HttpResponse(bytes(found.parameters), content_type="application/octet-stream")
+        response["X-Model-Sha256"] = found.sha256
+        response["X-Model-Version"] = str(found.version)
+        response["Content-Disposition"] = f'attachment; filename="{experiment.name}-v{found.version}.safetensors"'
+        return response
+
+
+class ModelParamsApi(APIView):
+    """The prototype's `GET /api/model/params`: the latest global model as a flat list."""
+
+    def get(self, request: Request) -> Response:
+        experiment = experiment_from(request)
+        latest = selectors.model_version_latest(experiment)
+        params, _ = params_loads(services.experiment_spec(experiment), bytes(latest.parameters))
+        flat = flatten(params)
+        return Response({"status": "success", "parameters": flat.tolist(), "size": int(flat.size),
+                         "version": latest.version, "sha256": latest.sha256})
+
+
+class DashboardSnapshotApi(APIView):
+    """The dashboard's data in one call (its polling fallback)."""
+
+    def get(self, request: Request) -> Response:
+        return Response(selectors.dashboard_snapshot(request.query_params.get("experiment")))

@@ -1,0 +1,59 @@
+"""Side effects that must wait for the commit: dashboard pushes, task enqueues, long-poll wake-ups."""
+import importlib
+import logging
+import threading
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+
+from aggregation.models import Experiment
+
+logger = logging.getLogger("fedsite.events")
+
+DASHBOARD_GROUP = "dashboard"
+
+# Long-polls in this process wait on this; every committed event wakes them. Changes made in
+# another process (a Celery worker) are seen by their periodic re-check instead.
+state_changed = threading.Condition()
+
+
+def _notify_waiters() -> None:
+    with state_changed:
+        state_changed.notify_all()
+
+
+def _group_send(message: dict[str, Any]) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        async_to_sync(layer.group_send)(DASHBOARD_GROUP, message)
+    except Exception as exc:  # a dashboard push must never undo or fail committed work
+        logger.warning("could not push %s to the dashboard: %s", message.get("event"), exc)
+
+
+def event_send(kind: str, experiment: Experiment, data: dict[str, Any]) -> None:
+    """Push `kind` to dashboards and wake long-polls once the current transaction commits."""
+    message = {"type": "fl.event", "event": kind, "experiment": experiment.name, "data": data}
+
+    def send() -> None:
+        _notify_waiters()
+        _group_send(message)
+
+    transaction.on_commit(send, robust=True)
+
+
+def task_enqueue(task_path: str, *args: Any) -> None:
+    """Enqueue a Celery task by dotted path now; failures are logged (the sweeper retries)."""
+    module_name, _, name = task_path.rpartition(".")
+    task = getattr(importlib.import_module(module_name), name)
+    try:
+        task.delay(*args)
+    except Exception as exc:
+        logger.error("could not enqueue %s%s: %s; the sweeper will retry", task_path, args, exc)
+
+
+def task_enqueue_on_commit(task_path: str, *args: Any) -> None:
+    transaction.on_commit(lambda: task_enqueue(task_path, *args), robust=True)

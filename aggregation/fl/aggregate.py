@@ -1,0 +1,86 @@
+"""Pure-numpy aggregation helpers shared by strategies, after Flower's aggregate.py."""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+
+import numpy as np
+
+from aggregation.fl import NDArrays
+from aggregation.fl.strategy import AggregationError
+
+
+def _check_weight(index: int, weight: object) -> float:
+    if (
+        isinstance(weight, bool)
+        or not isinstance(weight, Real)
+        or not math.isfinite(weight)
+    ):
+        raise AggregationError(
+            f"result {index} has num_examples {weight!r}, which is not a finite number"
+        )
+    if weight < 0:
+        raise AggregationError(
+            f"result {index} has a negative number of examples ({weight})"
+        )
+    return float(weight)
+
+
+def weighted_average(results: list[tuple[NDArrays, int]]) -> NDArrays:
+    """Average each layer weighted by num_examples: sum_k n_k * w_k / sum_k n_k, returned as float32."""
+    if not results:
+        raise AggregationError("there are no results to average")
+    weights = [_check_weight(i, n) for i, (_, n) in enumerate(results)]
+    total = sum(weights)
+    if total <= 0:
+        raise AggregationError(
+            "the results hold no examples in total, so they cannot be weighted"
+        )
+    reference = [np.shape(layer) for layer in results[0][0]]
+    for index, (layers, _) in enumerate(results):
+        shapes = [np.shape(layer) for layer in layers]
+        if len(shapes) != len(reference):
+            raise AggregationError(
+                f"result {index} has {len(shapes)} tensors but result 0 has {len(reference)}"
+            )
+        for position, (shape, expected) in enumerate(zip(shapes, reference)):
+            if shape != expected:
+                raise AggregationError(
+                    f"tensor {position} of result {index} has shape {shape} but in result 0 it has {expected}"
+                )
+    # float64 accumulators and one scratch buffer: memory stays O(model), not O(nodes x model).
+    sums = [np.zeros(shape, dtype=np.float64) for shape in reference]
+    scratch = np.empty(
+        max((math.prod(s) for s in reference), default=0), dtype=np.float64
+    )
+    for (layers, _), weight in zip(results, weights):
+        for acc, layer in zip(sums, layers):
+            tmp = scratch[: acc.size].reshape(acc.shape)
+            np.multiply(layer, weight, out=tmp, dtype=np.float64)
+            np.add(acc, tmp, out=acc)
+    out: NDArrays = []
+    for acc in sums:
+        np.divide(acc, total, out=acc)
+        out.append(acc.astype(np.float32))
+    return out
+
+
+def weighted_metrics(results: list[tuple[int, dict[str, float]]]) -> dict[str, float]:
+    """Example-weighted mean of every numeric metric, over the results that report it.
+
+    Non-numeric and non-finite values are ignored; a metric whose reporters hold no examples is left out.
+    """
+    sums: dict[str, float] = {}
+    totals: dict[str, float] = {}
+    for num_examples, metrics in results:
+        for key, value in metrics.items():
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, Real)
+                or not math.isfinite(value)
+            ):
+                continue
+            sums[key] = sums.get(key, 0.0) + num_examples * float(value)
+            totals[key] = totals.get(key, 0.0) + num_examples
+    return {key: sums[key] / totals[key] for key in sums if totals[key] > 0}

@@ -1,0 +1,257 @@
+"""The shared model: a multilayer perceptron (ReLU hidden layers, linear output, loss ½·MSE).
+
+The parameter order defined here (w1, b1, w2, b2, ...) is also the order on the wire.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from aggregation.fl import NDArrays
+
+MAX_PARAMS = 100_000_000
+
+
+def _is_int(value: object) -> bool:
+    # bool is an int subclass, but `true` is never a sensible layer size.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class MLPSpec:
+    """Layer sizes from input to output; the default is the prototype's 10-64-1 network."""
+
+    layers: tuple[int, ...] = (10, 64, 1)
+
+    def __post_init__(self) -> None:
+        # Validating here means no code path can hold an MLPSpec that cannot be built.
+        layers = tuple(self.layers)
+        object.__setattr__(self, "layers", layers)
+        if len(layers) < 2:
+            msg = f"a model needs at least an input and an output layer, got {len(layers)} layer size(s)"
+            raise ValueError(msg)
+        for position, size in enumerate(layers):
+            if not _is_int(size) or size <= 0:
+                msg = f"layer sizes must be positive integers, got {size!r} at position {position}"
+                raise ValueError(msg)
+        total = self.num_params()
+        if total > MAX_PARAMS:
+            msg = f"this model would have {total} parameters, more than the limit of {MAX_PARAMS}"
+            raise ValueError(msg)
+
+    def names(self) -> list[str]:
+        names: list[str] = []
+        for i in range(1, len(self.layers)):
+            names += [f"w{i}", f"b{i}"]
+        return names
+
+    def shapes(self) -> list[tuple[int, ...]]:
+        shapes: list[tuple[int, ...]] = []
+        for fan_in, fan_out in zip(self.layers[:-1], self.layers[1:]):
+            shapes += [(fan_in, fan_out), (fan_out,)]
+        return shapes
+
+    def num_params(self) -> int:
+        return sum(math.prod(shape) for shape in self.shapes())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "mlp", "layers": list(self.layers)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> MLPSpec:
+        """Build a spec from its JSON form, raising ValueError with a readable sentence if it is wrong."""
+        try:
+            d = dict(d)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"a model spec must be a JSON object, got {type(d).__name__}"
+            ) from None
+        kind = d.get("kind", "mlp")
+        if kind != "mlp":
+            msg = f"unknown model kind {kind!r}; the only supported kind is 'mlp'"
+            raise ValueError(msg)
+        unexpected = sorted(str(key) for key in d if key not in ("kind", "layers"))
+        if unexpected:
+            msg = f"unexpected key(s) in the model spec: {', '.join(map(repr, unexpected))}"
+            raise ValueError(msg)
+        layers = d.get("layers")
+        if isinstance(layers, (list, tuple)):
+            return cls(tuple(layers))
+        msg = f"the model spec needs 'layers', a list of layer sizes, got {layers!r}"
+        raise ValueError(msg)
+
+
+def init_parameters(spec: MLPSpec, seed: int) -> NDArrays:
+    """Glorot/Xavier uniform weights and zero biases, reproducible from the seed."""
+    rng = np.random.default_rng(seed)
+    params: NDArrays = []
+    for fan_in, fan_out in zip(spec.layers[:-1], spec.layers[1:]):
+        bound = math.sqrt(6.0 / (fan_in + fan_out))
+        params.append(
+            rng.uniform(-bound, bound, size=(fan_in, fan_out)).astype(np.float32)
+        )
+        params.append(np.zeros(fan_out, dtype=np.float32))
+    return params
+
+
+def _check_params(spec: MLPSpec, params: NDArrays) -> None:
+    shapes = spec.shapes()
+    if len(params) != len(shapes):
+        msg = f"the model expects {len(shapes)} parameter tensors, got {len(params)}"
+        raise ValueError(msg)
+    for name, shape, p in zip(spec.names(), shapes, params):
+        if np.shape(p) != shape:
+            msg = (
+                f"tensor {name!r} has shape {np.shape(p)} but the model expects {shape}"
+            )
+            raise ValueError(msg)
+
+
+def _check_inputs(
+    spec: MLPSpec, x: np.ndarray, y: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[1] != spec.layers[0]:
+        raise ValueError(f"inputs must have shape (n, {spec.layers[0]}), got {x.shape}")
+    if x.shape[0] == 0:
+        raise ValueError("at least one sample is needed")
+    if y is None:
+        return x, None
+    y = np.asarray(y)
+    out = spec.layers[-1]
+    if y.ndim == 1 and out == 1:
+        # Single-output targets usually arrive as a flat list of labels.
+        y = y.reshape(-1, 1)
+    if y.shape != (x.shape[0], out):
+        msg = f"targets must have shape ({x.shape[0]}, {out}), got {y.shape}"
+        raise ValueError(msg)
+    return x, y
+
+
+def _activations(params: NDArrays, x: np.ndarray) -> list[np.ndarray]:
+    """Input, every hidden activation and the output; backprop needs all of them."""
+    acts = [x]
+    layers = len(params) // 2
+    for i in range(layers):
+        z = acts[-1] @ params[2 * i] + params[2 * i + 1]
+        acts.append(np.maximum(z, 0) if i < layers - 1 else z)
+    return acts
+
+
+def forward(spec: MLPSpec, params: NDArrays, x: np.ndarray) -> np.ndarray:
+    """Predictions of shape (n, outputs)."""
+    _check_params(spec, params)
+    x, _ = _check_inputs(spec, x)
+    return _activations(params, x)[-1]
+
+
+def loss(spec: MLPSpec, params: NDArrays, x: np.ndarray, y: np.ndarray) -> float:
+    """0.5 times the mean over samples of the squared error summed over outputs."""
+    _check_params(spec, params)
+    x, y = _check_inputs(spec, x, y)
+    err = _activations(params, x)[-1] - y
+    return float(0.5 * np.mean(np.sum(err * err, axis=1)))
+
+
+def gradients(
+    spec: MLPSpec, params: NDArrays, x: np.ndarray, y: np.ndarray
+) -> NDArrays:
+    """Analytic gradient of `loss`, in the order and shapes of `params`."""
+    _check_params(spec, params)
+    x, y = _check_inputs(spec, x, y)
+    acts = _activations(params, x)
+    delta = (acts[-1] - y) / x.shape[0]
+    grads: NDArrays = [np.empty(0)] * len(params)
+    for i in reversed(range(len(params) // 2)):
+        grads[2 * i] = (acts[i].T @ delta).astype(params[2 * i].dtype, copy=False)
+        grads[2 * i + 1] = delta.sum(axis=0).astype(params[2 * i + 1].dtype, copy=False)
+        if i > 0:
+            # A ReLU passes gradient only where its output was positive.
+            delta = (delta @ params[2 * i].T) * (acts[i] > 0)
+    return grads
+
+
+def train(
+    spec: MLPSpec,
+    params: NDArrays,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    epochs: int = 10,
+    learning_rate: float = 0.01,
+    batch_size: int = 0,
+    seed: int = 0,
+) -> tuple[NDArrays, float]:
+    """Gradient descent from `params`; returns new float32 params and the loss on (x, y) afterwards.
+
+    batch_size 0 (or at least the number of samples) is full-batch descent, as in the prototype.
+    """
+    if not _is_int(epochs) or epochs < 0:
+        raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
+    if not _is_int(batch_size) or batch_size < 0:
+        msg = f"batch_size must be a non-negative integer, got {batch_size!r}"
+        raise ValueError(msg)
+    if not math.isfinite(learning_rate) or learning_rate <= 0:
+        msg = f"learning_rate must be a positive number, got {learning_rate!r}"
+        raise ValueError(msg)
+    _check_params(spec, params)
+    x, y = _check_inputs(
+        spec, np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.float32)
+    )
+    # Copies, so the caller's arrays (often the global model) are never changed.
+    new = [np.array(p, dtype=np.float32, copy=True) for p in params]
+    lr = np.float32(learning_rate)
+    n = x.shape[0]
+    full_batch = batch_size == 0 or batch_size >= n
+    rng = np.random.default_rng(seed)
+    for _ in range(epochs):
+        if full_batch:
+            batches = [(x, y)]
+        else:
+            order = rng.permutation(n)
+            batches = [
+                (x[idx], y[idx])
+                for idx in np.array_split(order, range(batch_size, n, batch_size))
+            ]
+        for xb, yb in batches:
+            for p, g in zip(new, gradients(spec, new, xb, yb)):
+                np.multiply(g, lr, out=g)
+                np.subtract(p, g, out=p)
+    return new, loss(spec, new, x, y)
+
+
+def flatten(params: NDArrays) -> np.ndarray:
+    """One float32 vector: w1 row-major, then b1, w2, b2, ... (the prototype's order)."""
+    if not params:
+        return np.zeros(0, dtype=np.float32)
+    return np.concatenate([np.asarray(p, dtype=np.float32).ravel() for p in params])
+
+
+def unflatten(spec: MLPSpec, vec: np.ndarray) -> NDArrays:
+    """Inverse of `flatten`; raises ValueError if the vector has the wrong length."""
+    arr = np.asarray(vec)
+    # Refuse strings, None and booleans instead of letting numpy coerce them to numbers or NaN.
+    if arr.dtype.kind not in "iuf":
+        raise ValueError(f"parameters must be numbers, got values of type {arr.dtype}")
+    with np.errstate(
+        over="ignore"
+    ):  # out-of-range values become inf, which check_finite reports
+        arr = arr.astype(np.float32, copy=False)
+    if arr.ndim != 1:
+        msg = f"expected a flat vector of parameters, got an array of shape {arr.shape}"
+        raise ValueError(msg)
+    expected = spec.num_params()
+    if arr.size != expected:
+        raise ValueError(f"expected {expected} parameters, got {arr.size}")
+    params: NDArrays = []
+    offset = 0
+    for shape in spec.shapes():
+        size = math.prod(shape)
+        params.append(arr[offset : offset + size].reshape(shape).copy())
+        offset += size
+    return params

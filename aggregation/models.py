@@ -1,0 +1,102 @@
+"""The federation's state: experiments, rounds, the updates nodes upload and the model lineage."""
+from django.db import models
+
+
+class Experiment(models.Model):
+    class Status(models.TextChoices):
+        RUNNING = "running"
+        FINISHED = "finished"
+        STOPPED = "stopped"
+
+    class OnTimeout(models.TextChoices):
+        FAIL = "fail", "fail the round and open a new one"
+        EXTEND = "extend", "extend the deadline"
+
+    name = models.SlugField(max_length=64, unique=True)
+    model_spec = models.JSONField(default=dict)
+    strategy = models.CharField(max_length=32, default="fedavg")
+    strategy_params = models.JSONField(default=dict, blank=True)
+    total_nodes = models.PositiveIntegerField(default=3, help_text="Distinct uploads that close a round.")
+    min_nodes = models.PositiveIntegerField(default=2, help_text="Quorum needed at the deadline.")
+    round_timeout_s = models.FloatField(default=300.0)
+    on_timeout = models.CharField(max_length=8, choices=OnTimeout.choices, default=OnTimeout.FAIL)
+    max_rounds = models.PositiveIntegerField(default=0, help_text="0 runs until stopped.")
+    epochs = models.PositiveIntegerField(default=10)
+    learning_rate = models.FloatField(default=0.01)
+    batch_size = models.PositiveIntegerField(default=0, help_text="0 trains full-batch.")
+    seed = models.PositiveIntegerField(default=0, help_text="Seed of the initial model.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ModelVersion(models.Model):
+    """Append-only: version v is the global model after v successful aggregations."""
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="versions")
+    version = models.PositiveIntegerField()
+    parameters = models.BinaryField()
+    sha256 = models.CharField(max_length=64)
+    size = models.PositiveBigIntegerField()
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="children")
+    round = models.OneToOneField(
+        "Round", null=True, blank=True, on_delete=models.PROTECT, related_name="produced_version"
+    )
+    contributors = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["experiment", "version"]
+        constraints = [models.UniqueConstraint(fields=["experiment", "version"], name="unique_version")]
+
+    def __str__(self) -> str:
+        return f"{self.experiment.name} v{self.version}"
+
+
+class Round(models.Model):
+    class Status(models.TextChoices):
+        OPEN = "open"
+        AGGREGATING = "aggregating"
+        CLOSED = "closed"
+        FAILED = "failed"
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="rounds")
+    number = models.PositiveIntegerField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN, db_index=True)
+    base_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="rounds_based_on")
+    opened_at = models.DateTimeField(auto_now_add=True)
+    deadline = models.DateTimeField()
+    aggregation_requested_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    failure_reason = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["experiment", "number"]
+        constraints = [models.UniqueConstraint(fields=["experiment", "number"], name="unique_round_number")]
+
+    def __str__(self) -> str:
+        return f"{self.experiment.name} round {self.number}"
+
+
+class Update(models.Model):
+    round = models.ForeignKey(Round, on_delete=models.CASCADE, related_name="updates")
+    node = models.ForeignKey("nodes_app.Node", on_delete=models.PROTECT, related_name="updates")
+    parameters = models.BinaryField()
+    num_examples = models.PositiveIntegerField()
+    metrics = models.JSONField(default=dict, blank=True)
+    sha256 = models.CharField(max_length=64)
+    size = models.PositiveBigIntegerField()
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["round", "received_at"]
+        constraints = [models.UniqueConstraint(fields=["round", "node"], name="one_update_per_node_and_round")]
+
+    def __str__(self) -> str:
+        return f"{self.round} from {self.node_id}"

@@ -1,0 +1,107 @@
+"""Turning request bodies (JSON or safetensors) into ParsedUpdate, with sentences for every mistake."""
+import json
+import math
+from typing import Any
+
+import numpy as np
+
+from aggregation.fl.model import MLPSpec, unflatten
+from aggregation.fl.serde import SerdeError, params_loads
+from aggregation.services import ParsedUpdate
+from fedsite.errors import ApplicationError
+
+MAX_METRICS = 64
+
+
+def metrics_parse(raw: Any) -> dict[str, float]:
+    if raw in (None, ""):
+        return {}
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            raise ApplicationError("bad_metrics", "metrics must be a JSON object of names to numbers.") from None
+    if not isinstance(raw, dict) or len(raw) > MAX_METRICS:
+        raise ApplicationError("bad_metrics", f"metrics must be an object of at most {MAX_METRICS} names to numbers.")
+    metrics: dict[str, float] = {}
+    for key, value in raw.items():
+        if len(key) > 64 or isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ApplicationError("bad_metrics", f"metric {key[:64]!r} must be a number under a name of at most "
+                                   "64 characters.")
+        if not math.isfinite(value):
+            raise ApplicationError("bad_metrics", f"metric {key!r} must be a finite number.")
+        metrics[key] = float(value)
+    return metrics
+
+
+def num_examples_parse(raw: Any) -> int:
+    if isinstance(raw, str) and raw.strip().isdigit():
+        raw = int(raw)
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 1 <= raw <= 2**31 - 1:
+        raise ApplicationError("bad_num_examples", "num_examples must be a whole number of at least 1.")
+    return raw
+
+
+def _array(name: str, values: Any) -> np.ndarray:
+    try:
+        array = np.asarray(values)
+    except (ValueError, TypeError):
+        raise ApplicationError("wrong_shape", f"{name} is not a regular array of numbers.") from None
+    if array.dtype.kind not in "iuf" or array.dtype == object:
+        raise ApplicationError("bad_parameters", f"{name} must contain only numbers.")
+    with np.errstate(over="ignore"):
+        return array.astype(np.float32)
+
+
+def parameters_from_json(spec: MLPSpec, raw: Any) -> list[np.ndarray]:
+    """A flat list in the prototype's order, or an object of named tensors."""
+    if isinstance(raw, list):
+        flat = _array("parameters", raw)
+        if flat.ndim != 1:
+            raise ApplicationError("wrong_shape", "parameters must be a flat list of numbers.")
+        if flat.size != spec.num_params():
+            raise ApplicationError(
+                "wrong_length", f"The model has {spec.num_params()} parameters, the update has {flat.size}."
+            )
+        return unflatten(spec, flat)
+    if isinstance(raw, dict):
+        missing = [n for n in spec.names() if n not in raw]
+        extra = [n for n in raw if n not in spec.names()]
+        if missing or extra:
+            raise ApplicationError(
+                "wrong_shape",
+                f"Tensors must be exactly {', '.join(spec.names())}; missing: {', '.join(missing) or 'none'}, "
+                f"unexpected: {', '.join(extra) or 'none'}.",
+            )
+        return [_array(f"tensor '{n}'", raw[n]) for n in spec.names()]
+    raise ApplicationError("bad_parameters", "parameters must be a flat list of numbers or an object of tensors.")
+
+
+def update_from_json(spec: MLPSpec, body: Any) -> ParsedUpdate:
+    if not isinstance(body, dict) or "parameters" not in body:
+        raise ApplicationError("bad_update", "The body must be an object with 'parameters', 'num_examples' and "
+                               "optionally 'metrics'.")
+    return ParsedUpdate(
+        parameters=parameters_from_json(spec, body["parameters"]),
+        num_examples=num_examples_parse(body.get("num_examples")),
+        metrics=metrics_parse(body.get("metrics")),
+    )
+
+
+def update_from_safetensors(spec: MLPSpec, body: bytes) -> ParsedUpdate:
+    try:
+        params, metadata = params_loads(spec, body)
+    except SerdeError as exc:
+        raise ApplicationError("bad_safetensors", f"The safetensors body is rejected: {exc}") from None
+    return ParsedUpdate(
+        parameters=params,
+        num_examples=num_examples_parse(metadata.get("num_examples")),
+        metrics=metrics_parse(metadata.get("metrics")),
+    )
+
+
+def json_body(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApplicationError("bad_json", f"The request body is not valid JSON ({exc}).") from None

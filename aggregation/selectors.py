@@ -1,0 +1,128 @@
+"""Selectors read: the shapes the API, the dashboard and long-polls serve."""
+from typing import Any
+
+from django.db.models import Max
+
+from aggregation.models import Experiment, ModelVersion, Round
+from aggregation.services.experiments import experiment_default_get_or_create
+from fedsite.errors import ApplicationError
+
+
+def experiment_get(name: str | None) -> Experiment:
+    if not name:
+        return experiment_default_get_or_create()
+    experiment = Experiment.objects.filter(name=name).first()
+    if experiment is None:
+        raise ApplicationError("unknown_experiment", f"There is no experiment named {name!r}.", 404)
+    return experiment
+
+
+def round_current(experiment: Experiment) -> Round | None:
+    return experiment.rounds.select_related("base_version").order_by("-number").first()
+
+
+def model_version_latest(experiment: Experiment) -> ModelVersion:
+    return experiment.versions.order_by("-version").first()  # version 0 always exists
+
+
+def model_version_get(experiment: Experiment, version: str | int) -> ModelVersion:
+    if version == "latest":
+        return model_version_latest(experiment)
+    try:
+        number = int(version)
+    except (TypeError, ValueError):
+        raise ApplicationError("bad_version", f"{version!r} is not a model version number or 'latest'.") from None
+    found = experiment.versions.filter(version=number).first()
+    if found is None:
+        latest = experiment.versions.aggregate(n=Max("version"))["n"]
+        raise ApplicationError("unknown_version", f"Model version {number} does not exist; the latest is {latest}.",
+                               404)
+    return found
+
+
+def round_config(experiment: Experiment, rnd: Round | None) -> dict[str, Any]:
+    from aggregation.fl.registry import strategy_create
+
+    config: dict[str, Any] = {
+        "epochs": experiment.epochs,
+        "learning_rate": experiment.learning_rate,
+        "batch_size": experiment.batch_size,
+    }
+    if rnd is not None:
+        config.update(strategy_create(experiment.strategy, experiment.strategy_params).configure_fit(rnd.number))
+    return config
+
+
+def round_state(experiment: Experiment) -> dict[str, Any]:
+    """What a node needs to know about the current round; also the long-poll's answer."""
+    rnd = round_current(experiment)
+    latest = model_version_latest(experiment)
+    nodes = list(rnd.updates.order_by("received_at").values_list("node__node_id", flat=True)) if rnd else []
+    return {
+        "experiment": experiment.name,
+        "number": rnd.number if rnd else 0,
+        "status": rnd.status if rnd else "none",
+        "model_version": rnd.base_version.version if rnd else latest.version,
+        "deadline": rnd.deadline.isoformat() if rnd else None,
+        "config": round_config(experiment, rnd),
+        "progress": {
+            "received": len(nodes),
+            "required": experiment.total_nodes,
+            "min_nodes": experiment.min_nodes,
+            "nodes": nodes,
+        },
+        "run": {"status": experiment.status, "max_rounds": experiment.max_rounds, "model_version": latest.version},
+        "model_spec": experiment.model_spec,
+        "strategy": experiment.strategy,
+    }
+
+
+def round_summary(rnd: Round) -> dict[str, Any]:
+    produced = getattr(rnd, "produced_version", None)
+    duration = (rnd.closed_at - rnd.opened_at).total_seconds() if rnd.closed_at else None
+    return {
+        "number": rnd.number,
+        "status": rnd.status,
+        "base_version": rnd.base_version.version,
+        "model_version": produced.version if produced else None,
+        "opened_at": rnd.opened_at.isoformat(),
+        "deadline": rnd.deadline.isoformat(),
+        "closed_at": rnd.closed_at.isoformat() if rnd.closed_at else None,
+        "duration_s": duration,
+        "updates": rnd.num_updates,
+        "metrics": rnd.metrics,
+        "failure_reason": rnd.failure_reason,
+    }
+
+
+def rounds_history(experiment: Experiment, limit: int = 1000) -> list[dict[str, Any]]:
+    from django.db.models import Count
+
+    rounds = (
+        experiment.rounds.select_related("base_version", "produced_version")
+        .annotate(num_updates=Count("updates"))
+        .order_by("-number")[:limit]
+    )
+    return [round_summary(r) for r in reversed(list(rounds))]
+
+
+def dashboard_snapshot(experiment_name: str | None = None) -> dict[str, Any]:
+    """Everything the dashboard shows, in one read."""
+    from django.conf import settings
+
+    from nodes_app.apis import node_payload
+    from nodes_app.models import Node
+
+    experiment = experiment_get(experiment_name)
+    latest = model_version_latest(experiment)
+    nodes = Node.objects.annotate(last_round=Max("updates__round__number")).order_by("node_id")
+    return {
+        "mode": settings.FL_MODE,
+        "experiment": {"name": experiment.name, "strategy": experiment.strategy, "status": experiment.status,
+                       "total_nodes": experiment.total_nodes, "min_nodes": experiment.min_nodes,
+                       "max_rounds": experiment.max_rounds},
+        "round": round_state(experiment),
+        "nodes": [node_payload(n, n.last_round) for n in nodes],
+        "rounds": rounds_history(experiment, limit=200),
+        "model": {"version": latest.version, "sha256": latest.sha256, "size": latest.size},
+    }

@@ -1,0 +1,166 @@
+"""The round lifecycle: open, hand over to aggregation exactly once, aggregate, sweep deadlines."""
+import logging
+import time
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from aggregation import events
+from aggregation.fl.registry import strategy_create
+from aggregation.fl.serde import params_dumps, params_loads, sha256_hex
+from aggregation.fl.strategy import AggregationError, FitRes
+from aggregation.models import Experiment, ModelVersion, Round
+
+logger = logging.getLogger("fedsite.rounds")
+
+
+def round_open(experiment: Experiment, base_version: ModelVersion, *, number: int | None = None) -> Round:
+    """Open the next round on `base_version`. Call inside a transaction."""
+    if number is None:
+        number = (experiment.rounds.aggregate(n=Max("number"))["n"] or 0) + 1
+    rnd = Round.objects.create(
+        experiment=experiment,
+        number=number,
+        base_version=base_version,
+        deadline=timezone.now() + timedelta(seconds=experiment.round_timeout_s),
+    )
+    logger.info("[%s] round %d open on model v%d", experiment.name, number, base_version.version)
+    events.event_send("round.opened", experiment, {"round": number, "model_version": base_version.version})
+    return rnd
+
+
+def round_start_aggregation(rnd: Round) -> bool:
+    """Move an open round to aggregating and enqueue the task on commit; False if someone else did.
+
+    The conditional UPDATE is the claim: whichever transaction flips open → aggregating first
+    owns the enqueue, so racing last uploads start one aggregation, not several.
+    """
+    now = timezone.now()
+    claimed = Round.objects.filter(pk=rnd.pk, status=Round.Status.OPEN).update(
+        status=Round.Status.AGGREGATING, aggregation_requested_at=now
+    )
+    if not claimed:
+        return False
+    rnd.status = Round.Status.AGGREGATING
+    rnd.aggregation_requested_at = now
+    events.task_enqueue_on_commit("aggregation.tasks.round_aggregate", rnd.pk)
+    return True
+
+
+def _next_version_number(experiment: Experiment) -> int:
+    return (experiment.versions.aggregate(n=Max("version"))["n"] or 0) + 1
+
+
+def _finish_or_continue(experiment: Experiment, base: ModelVersion) -> None:
+    versions_made = base.version
+    if experiment.max_rounds and versions_made >= experiment.max_rounds:
+        Experiment.objects.filter(pk=experiment.pk).update(status=Experiment.Status.FINISHED)
+        experiment.status = Experiment.Status.FINISHED
+        logger.info("[%s] run finished after %d rounds", experiment.name, versions_made)
+        events.event_send("run.finished", experiment, {"model_version": versions_made})
+    elif experiment.status == Experiment.Status.RUNNING:
+        round_open(experiment, base)
+
+
+def round_fail(rnd: Round, reason: str) -> None:
+    """Mark a round failed and retry with a new round on the same model. Call inside a transaction."""
+    rnd.status = Round.Status.FAILED
+    rnd.closed_at = timezone.now()
+    rnd.failure_reason = reason
+    rnd.save(update_fields=["status", "closed_at", "failure_reason"])
+    logger.warning("[%s] round %d failed: %s", rnd.experiment.name, rnd.number, reason)
+    events.event_send("round.failed", rnd.experiment, {"round": rnd.number, "reason": reason})
+    _finish_or_continue(rnd.experiment, rnd.base_version)
+
+
+def round_aggregate(round_id: int) -> bool:
+    """Aggregate an `aggregating` round into the next model version; idempotent (False = nothing to do)."""
+    started = time.monotonic()
+    with transaction.atomic():
+        rnd = Round.objects.select_for_update().select_related("experiment", "base_version").filter(pk=round_id).first()
+        if rnd is None or rnd.status != Round.Status.AGGREGATING:
+            return False
+        experiment = rnd.experiment
+        from aggregation.services.experiments import experiment_spec
+
+        spec = experiment_spec(experiment)
+        updates = list(rnd.updates.select_related("node").order_by("node__node_id"))
+        try:
+            current, _ = params_loads(spec, bytes(rnd.base_version.parameters))
+            results = [FitRes(params_loads(spec, bytes(u.parameters))[0], u.num_examples, u.metrics) for u in updates]
+            strategy = strategy_create(experiment.strategy, experiment.strategy_params)
+            new_params, metrics = strategy.aggregate_fit(rnd.number, current, results, [])
+        except (AggregationError, ValueError) as exc:
+            round_fail(rnd, f"aggregation failed: {exc}")
+            return True
+        if new_params is None:
+            new_params = current
+        blob = params_dumps(spec, new_params)
+        version = ModelVersion.objects.create(
+            experiment=experiment,
+            version=_next_version_number(experiment),
+            parameters=blob,
+            sha256=sha256_hex(blob),
+            size=len(blob),
+            parent=rnd.base_version,
+            round=rnd,
+            contributors=[
+                {"node": u.node.node_id, "sha256": u.sha256, "num_examples": u.num_examples} for u in updates
+            ],
+        )
+        rnd.status = Round.Status.CLOSED
+        rnd.closed_at = timezone.now()
+        rnd.metrics = {**metrics, "aggregation_seconds": round(time.monotonic() - started, 6)}
+        rnd.save(update_fields=["status", "closed_at", "metrics"])
+        logger.info(
+            "[%s] round %d aggregated from %d updates into v%d (loss %s)",
+            experiment.name, rnd.number, len(updates), version.version, metrics.get("loss"),
+        )
+        events.event_send(
+            "round.closed",
+            experiment,
+            {"round": rnd.number, "model_version": version.version, "sha256": version.sha256, "metrics": rnd.metrics},
+        )
+        _finish_or_continue(experiment, version)
+    return True
+
+
+def rounds_sweep(now: datetime | None = None) -> int:
+    """Act on rounds whose deadline passed or whose aggregation was lost; returns how many it touched."""
+    now = now or timezone.now()
+    touched = 0
+    due = Round.objects.filter(status=Round.Status.OPEN, deadline__lte=now).values_list("pk", flat=True)
+    for round_id in list(due):
+        with transaction.atomic():
+            rnd = Round.objects.select_for_update().select_related("experiment", "base_version").get(pk=round_id)
+            if rnd.status != Round.Status.OPEN or rnd.deadline > now:
+                continue
+            experiment = rnd.experiment
+            received = rnd.updates.count()
+            if received >= experiment.min_nodes:
+                logger.info("[%s] round %d deadline: quorum met (%d/%d)", experiment.name, rnd.number,
+                            received, experiment.total_nodes)
+                round_start_aggregation(rnd)
+            elif experiment.on_timeout == Experiment.OnTimeout.EXTEND:
+                rnd.deadline = now + timedelta(seconds=experiment.round_timeout_s)
+                rnd.save(update_fields=["deadline"])
+                logger.info("[%s] round %d deadline extended: %d of %d quorum", experiment.name, rnd.number,
+                            received, experiment.min_nodes)
+                events.event_send("round.extended", experiment, {"round": rnd.number,
+                                                                  "deadline": rnd.deadline.isoformat()})
+            else:
+                round_fail(rnd, f"deadline passed with {received} of the {experiment.min_nodes} updates needed")
+            touched += 1
+    # An aggregating round with no live task (enqueue lost, broker down): the task is idempotent,
+    # so enqueueing it again is always safe.
+    stuck_before = now - timedelta(seconds=settings.FL_AGGREGATION_RETRY_S)
+    stuck = Round.objects.filter(status=Round.Status.AGGREGATING, aggregation_requested_at__lte=stuck_before)
+    for round_id in list(stuck.values_list("pk", flat=True)):
+        Round.objects.filter(pk=round_id).update(aggregation_requested_at=now)
+        logger.warning("round id %d is still aggregating; enqueueing its aggregation again", round_id)
+        events.task_enqueue("aggregation.tasks.round_aggregate", round_id)
+        touched += 1
+    return touched

@@ -1,0 +1,110 @@
+"""Accepting a node's update for a round: validate, store once, close the round when it is full."""
+import logging
+from dataclasses import dataclass, field
+
+from django.db import transaction
+from django.utils import timezone
+
+from aggregation import events
+from aggregation.fl import NDArrays
+from aggregation.fl.serde import SerdeError, check_finite, params_dumps, sha256_hex
+from aggregation.models import Experiment, Round, Update
+from aggregation.services.experiments import experiment_spec
+from aggregation.services.rounds import round_start_aggregation
+from fedsite.errors import ApplicationError
+from nodes_app.models import Node
+
+logger = logging.getLogger("fedsite.updates")
+
+
+@dataclass
+class ParsedUpdate:
+    """An upload decoded from JSON or safetensors, not yet validated against the experiment."""
+
+    parameters: NDArrays
+    num_examples: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def _current_round_number(experiment: Experiment) -> int:
+    latest = experiment.rounds.order_by("-number").values_list("number", flat=True).first()
+    return latest or 0
+
+
+def _validate(experiment: Experiment, update: ParsedUpdate) -> bytes:
+    spec = experiment_spec(experiment)
+    names, shapes = spec.names(), spec.shapes()
+    if len(update.parameters) != len(names):
+        raise ApplicationError(
+            "wrong_shape", f"The model has {len(names)} tensors ({', '.join(names)}), the update has "
+            f"{len(update.parameters)}."
+        )
+    for name, shape, array in zip(names, shapes, update.parameters):
+        if tuple(array.shape) != tuple(shape):
+            raise ApplicationError(
+                "wrong_shape", f"Tensor '{name}' must have shape {list(shape)}, the update has {list(array.shape)}."
+            )
+    try:
+        check_finite(update.parameters, names)
+    except SerdeError as exc:
+        raise ApplicationError("not_finite", f"The update is rejected: {exc}.") from None
+    if update.num_examples < 1:
+        raise ApplicationError("bad_num_examples", "num_examples must be a whole number of at least 1.")
+    return params_dumps(spec, update.parameters)
+
+
+def update_submit(
+    *, experiment: Experiment, round_number: int, node: Node, update: ParsedUpdate
+) -> tuple[Update, bool]:
+    """Store `node`'s update for round `round_number`; returns (update, created).
+
+    A repeat of an identical update is answered with the stored one (created=False); a
+    different second update from the same node for the same round is a conflict.
+    """
+    blob = _validate(experiment, update)
+    digest = sha256_hex(blob)
+    with transaction.atomic():
+        # The row lock serialises uploads to one round (PostgreSQL); SQLite's IMMEDIATE
+        # transactions serialise all writers anyway.
+        rnd = (
+            Round.objects.select_for_update()
+            .select_related("experiment", "base_version")
+            .filter(experiment=experiment, number=round_number)
+            .first()
+        )
+        current = _current_round_number(experiment)
+        if rnd is None:
+            raise ApplicationError(
+                "unknown_round", f"Round {round_number} does not exist; the current round is {current}.",
+                404, current_round=current,
+            )
+        existing = rnd.updates.filter(node=node).first()
+        if existing is not None:
+            if existing.sha256 == digest and existing.num_examples == update.num_examples:
+                return existing, False
+            raise ApplicationError(
+                "duplicate_update",
+                f"Node {node.node_id} already uploaded a different update for round {round_number}; "
+                "one update per node and round is accepted.",
+                409, current_round=current,
+            )
+        if rnd.status != Round.Status.OPEN:
+            raise ApplicationError(
+                "round_closed", f"Round {round_number} is {rnd.status} and takes no more updates; "
+                f"the current round is {current}.", 409, current_round=current,
+            )
+        stored = Update.objects.create(
+            round=rnd, node=node, parameters=blob, num_examples=update.num_examples,
+            metrics=update.metrics, sha256=digest, size=len(blob),
+        )
+        Node.objects.filter(pk=node.pk).update(last_seen=timezone.now())
+        received = rnd.updates.count()
+        logger.info("[%s] round %d: update from node %s accepted (%d/%d)", experiment.name, rnd.number,
+                    node.node_id, received, experiment.total_nodes)
+        events.event_send("update.received", experiment, {
+            "round": rnd.number, "node": node.node_id, "received": received,
+            "required": experiment.total_nodes, "metrics": update.metrics,
+        })
+        if received >= experiment.total_nodes:
+            round_start_aggregation(rnd)
+    return stored, True

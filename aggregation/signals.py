@@ -1,0 +1,8 @@
+"""After `migrate`, the default experiment exists, so the first request never has to create it."""
+from typing import Any
+
+
+def create_default_experiment(sender: Any, **kwargs: Any) -> None:
+    from aggregation.services import experiment_default_get_or_create
+
+    experiment_default_get_or_create()

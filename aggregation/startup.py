@@ -1,0 +1,51 @@
+"""What a server process does once at start: make sure the default experiment exists and, in the
+embedded mode, run the round sweeper in a thread (eager Celery cannot schedule deadlines)."""
+import logging
+import threading
+
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections
+
+logger = logging.getLogger("fedsite.startup")
+
+_started = threading.Event()
+
+
+def sweeper_loop(stop: threading.Event, interval: float) -> None:
+    from aggregation.services import rounds_sweep
+
+    last_error = ""
+    while not stop.is_set():
+        close_old_connections()
+        try:
+            rounds_sweep()
+            if last_error:
+                logger.info("round sweeper recovered")
+                last_error = ""
+        except Exception as exc:  # keep sweeping; say each distinct failure once, not every tick
+            if str(exc) != last_error:
+                logger.exception("round sweeper failed: %s", exc)
+                last_error = str(exc)
+        stop.wait(interval)
+    close_old_connections()
+
+
+def server_started() -> None:
+    if _started.is_set():
+        return
+    _started.set()
+    from aggregation.services import experiment_default_get_or_create
+
+    try:
+        experiment = experiment_default_get_or_create()
+        logger.info("serving experiment %s in %s mode", experiment.name, settings.FL_MODE)
+    except DatabaseError as exc:
+        logger.error("the database is not ready (%s); run 'python manage.py migrate'", exc)
+    finally:
+        close_old_connections()
+    if settings.FL_MODE == "embedded" and settings.FL_EMBEDDED_SWEEPER:
+        thread = threading.Thread(
+            target=sweeper_loop, args=(threading.Event(), settings.FL_SWEEP_INTERVAL_S),
+            name="fedsite-sweeper", daemon=True,
+        )
+        thread.start()

@@ -1,0 +1,4 @@
+"""fedsite: a federated learning coordination server built on Django."""
+from .celery import app as celery_app
+
+__all__ = ("celery_app",)

@@ -1,0 +1,200 @@
+"""fedsite settings: one file, 12-factor. Every variable is listed in README.md and .env.example.
+
+No variables set gives the embedded default (SQLite, eager Celery, in-memory channel layer);
+DATABASE_URL and REDIS_URL switch to the scaled mode with the same code paths.
+"""
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from fedsite.env import envbool, envchoice, envfloat, envint, envstr
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(envstr("FL_DATA_DIR", str(BASE_DIR / "var")))
+
+DEBUG = envbool("DEBUG", False)
+SECRET_KEY = envstr("SECRET_KEY")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set. Set SECRET_KEY in production, or DEBUG=1 for local development."
+        )
+    SECRET_KEY = "insecure-development-key-only-used-with-DEBUG=1"
+ALLOWED_HOSTS = [h.strip() for h in envstr("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h.strip()]
+if DEBUG:
+    ALLOWED_HOSTS = ["*"]
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "channels",
+    "aggregation",
+    "nodes_app",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "fedsite.urls"
+WSGI_APPLICATION = "fedsite.wsgi.application"
+ASGI_APPLICATION = "fedsite.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database: SQLite file by default, anything dj-database-url understands via DATABASE_URL.
+DATABASE_URL = envstr("DATABASE_URL")
+if DATABASE_URL:
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
+else:
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": DATA_DIR / "fedsite.sqlite3",
+            # IMMEDIATE takes the write lock at BEGIN, so concurrent writers queue instead of
+            # failing with "database is locked" (SQLite ignores select_for_update).
+            "OPTIONS": {
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
+            "TEST": {"NAME": str(DATA_DIR / "test.sqlite3")},
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+
+# Uploads of model parameters can be large; one limit guards every body read.
+FL_MAX_UPDATE_BYTES = envint("FL_MAX_UPDATE_BYTES", 128 * 1024 * 1024, minimum=1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = FL_MAX_UPDATE_BYTES
+
+REST_FRAMEWORK = {
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": [],
+    "UNAUTHENTICATED_USER": None,
+    "EXCEPTION_HANDLER": "fedsite.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "fedsite API",
+    "DESCRIPTION": "Federated learning coordination: nodes, rounds, updates and model versions.",
+    "VERSION": "0.1.0",
+}
+
+# --- Redis: the Celery broker and the channel layer in the scaled mode.
+REDIS_URL = envstr("REDIS_URL")
+FL_MODE = "scaled" if REDIS_URL else "embedded"
+
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TIME_LIMIT = envint("FL_TASK_TIME_LIMIT_S", 600, minimum=1)
+CELERY_TASK_SOFT_TIME_LIMIT = max(1, CELERY_TASK_TIME_LIMIT - 30)
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+if REDIS_URL:
+    CELERY_BROKER_URL = REDIS_URL
+    # A task of a killed worker comes back after this many seconds (acks_late); keep it above
+    # the longest aggregation.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": envint("FL_VISIBILITY_TIMEOUT_S", 900, minimum=5)}
+    CELERY_TASK_ALWAYS_EAGER = False
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # socket_timeout above channels-redis' 5 s blocking pop keeps idle websockets alive.
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15}], "prefix": "fedsite"},
+        }
+    }
+else:
+    CELERY_BROKER_URL = "memory://"
+    CELERY_TASK_ALWAYS_EAGER = True
+    CELERY_TASK_EAGER_PROPAGATES = True
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+CELERY_BEAT_SCHEDULE = {
+    "sweep-rounds": {"task": "aggregation.tasks.rounds_sweep", "schedule": envfloat("FL_SWEEP_INTERVAL_S", 2.0, 0.1)},
+}
+
+# --- Federation: the prototype's variables keep their meaning; FL_* are the new knobs.
+RUN_AS = envchoice("RUN_AS", "server", ("server", "node"))
+NODE_ID = envstr("NODE_ID")
+SERVER_ADDR = envstr("SERVER_ADDR", "http://127.0.0.1:5000")
+TOTAL_NODES = envint("TOTAL_NODES", 3, minimum=1)
+ETCD_ENDPOINTS = envstr("ETCD_ENDPOINTS")
+FL_EXPERIMENT = envstr("FL_EXPERIMENT", "default")
+FL_MIN_NODES = envint("FL_MIN_NODES", TOTAL_NODES // 2 + 1, minimum=1)
+FL_ROUND_TIMEOUT_S = envfloat("FL_ROUND_TIMEOUT_S", 300.0, minimum=0.1)
+FL_ON_TIMEOUT = envchoice("FL_ON_TIMEOUT", "fail", ("fail", "extend"))
+FL_MAX_ROUNDS = envint("FL_MAX_ROUNDS", 0, minimum=0)
+FL_STRATEGY = envstr("FL_STRATEGY", "fedavg")
+FL_STRATEGY_PARAMS = envstr("FL_STRATEGY_PARAMS", "{}")
+FL_MODEL_LAYERS = envstr("FL_MODEL_LAYERS", "10,64,1")
+FL_SEED = envint("FL_SEED", 0, minimum=0)
+FL_EPOCHS = envint("FL_EPOCHS", 10, minimum=1)
+FL_LEARNING_RATE = envfloat("FL_LEARNING_RATE", 0.01, minimum=0.0)
+FL_BATCH_SIZE = envint("FL_BATCH_SIZE", 0, minimum=0)
+FL_ENROLLMENT_TOKEN = envstr("FL_ENROLLMENT_TOKEN")
+FL_SWEEP_INTERVAL_S = envfloat("FL_SWEEP_INTERVAL_S", 2.0 if REDIS_URL else 0.5, minimum=0.05)
+FL_AGGREGATION_RETRY_S = envfloat("FL_AGGREGATION_RETRY_S", 30.0, minimum=0.0)
+FL_EMBEDDED_SWEEPER = envbool("FL_EMBEDDED_SWEEPER", True)
+FL_LONGPOLL_MAX_S = envfloat("FL_LONGPOLL_MAX_S", 30.0, minimum=0.0)
+FL_NODE_STALE_S = envfloat("FL_NODE_STALE_S", 60.0, minimum=1.0)
+FL_NODE_OFFLINE_S = envfloat("FL_NODE_OFFLINE_S", 300.0, minimum=1.0)
+
+LOG_LEVEL = envstr("LOG_LEVEL", "INFO").upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)-7s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django": {"level": "INFO" if LOG_LEVEL == "DEBUG" else LOG_LEVEL},
+        "daphne": {"level": "WARNING"},
+    },
+}

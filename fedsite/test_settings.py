@@ -1,0 +1,10 @@
+"""Test overrides only; everything else comes from settings.py."""
+import os
+
+os.environ.setdefault("DEBUG", "1")
+
+from fedsite.settings import *  # noqa: E402,F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# Tests drive the sweeper themselves; a background thread would race them.
+FL_EMBEDDED_SWEEPER = False

@@ -1,0 +1,28 @@
+"""URL map: prototype endpoints at the root, the JSON API under /api/, admin and dashboard."""
+from django.contrib import admin
+from django.http import HttpRequest, JsonResponse
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView
+
+from aggregation.views import dashboard
+from fedsite.errors import error_response
+
+urlpatterns = [
+    path("", dashboard, name="dashboard"),
+    path("admin/", admin.site.urls),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("", include("aggregation.urls")),
+    path("", include("nodes_app.urls")),
+]
+
+
+def not_found(request: HttpRequest) -> JsonResponse:
+    return error_response("not_found", f"There is nothing at {request.path}.", 404)
+
+
+# Last: unknown paths get a JSON 404 in every mode, not Django's HTML debug page.
+urlpatterns.append(re_path(r"^(?!admin|static/).*$", not_found))
+
+
+def handler500(request: HttpRequest) -> JsonResponse:
+    return error_response("server_error", "The server failed to handle this request; it has been logged.", 500)

@@ -1,0 +1,38 @@
+"""A node of the federation: its identity, its token (hashed) and its last contact."""
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class Node(models.Model):
+    class Source(models.TextChoices):
+        API = "api", "registered over the API"
+        CLI = "cli", "created with createnode"
+        ETCD = "etcd", "discovered in etcd"
+
+    node_id = models.CharField(max_length=64, unique=True)
+    address = models.CharField(max_length=200, blank=True, default="")
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    source = models.CharField(max_length=8, choices=Source.choices, default=Source.API)
+    last_seen = models.DateTimeField(null=True, blank=True, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["node_id"]
+
+    def __str__(self) -> str:
+        return self.node_id
+
+    @property
+    def status(self) -> str:
+        """online / stale / offline, derived from the last contact (no stored flag to drift)."""
+        if self.last_seen is None:
+            return "offline"
+        age = timezone.now() - self.last_seen
+        if age <= timedelta(seconds=settings.FL_NODE_STALE_S):
+            return "online"
+        if age <= timedelta(seconds=settings.FL_NODE_OFFLINE_S):
+            return "stale"
+        return "offline"

@@ -1,0 +1,131 @@
+"""Node enrollment and tokens. A token is shown once; only its SHA-256 is stored."""
+import hashlib
+import logging
+import secrets
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from fedsite.errors import ApplicationError
+from nodes_app.models import Node
+
+logger = logging.getLogger("fedsite.nodes")
+
+# Contact more often than this does not rewrite last_seen: long-polls would otherwise turn
+# every idle node into a stream of writes.
+TOUCH_EVERY = timedelta(seconds=2)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def node_id_validate(node_id: object) -> str:
+    if not isinstance(node_id, str) or not node_id.strip():
+        raise ApplicationError("bad_node_id", "node_id must be a non-empty string.")
+    if len(node_id) > 64:
+        raise ApplicationError("bad_node_id", "node_id must be at most 64 characters long.")
+    if any(ord(c) < 32 or ord(c) == 127 for c in node_id):
+        raise ApplicationError("bad_node_id", "node_id must not contain control characters.")
+    return node_id
+
+
+def address_validate(address: object) -> str:
+    """A node's own base URL: empty, or http(s)://host[:port][/path] without credentials."""
+    if address in (None, ""):
+        return ""
+    if not isinstance(address, str) or len(address) > 200:
+        raise ApplicationError("bad_address", "address must be a URL of at most 200 characters.")
+    try:
+        parts = urlsplit(address)
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        raise ApplicationError("bad_address", f"address {address!r} is not a valid URL.") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ApplicationError("bad_address", "address must start with http:// or https:// and name a host.")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise ApplicationError("bad_address", "address must not carry credentials, a query or a fragment.")
+    if any(c.isspace() or c in "<>\"'" for c in address):
+        raise ApplicationError("bad_address", "address contains characters that are not allowed in a URL.")
+    return address.rstrip("/")
+
+
+def enrollment_check(enrollment_token: str | None) -> None:
+    expected = settings.FL_ENROLLMENT_TOKEN
+    if expected:
+        if not enrollment_token or not secrets.compare_digest(enrollment_token, expected):
+            raise ApplicationError(
+                "bad_enrollment_token",
+                "Registration needs the server's enrollment token in the X-Enrollment-Token header.", 403,
+            )
+        return
+    if settings.DEBUG:
+        logger.warning("open enrollment: a node registered without a token because DEBUG is on")
+        return
+    raise ApplicationError(
+        "enrollment_closed",
+        "Enrollment is closed: set FL_ENROLLMENT_TOKEN on the server, or issue a token with "
+        "'python manage.py createnode --id N'.", 403,
+    )
+
+
+def node_register(*, node_id: str, address: str, enrollment_token: str | None,
+                  source: str = Node.Source.API) -> tuple[Node, str]:
+    """Enroll a new node and return it with its token (the only time the token is visible)."""
+    node_id = node_id_validate(node_id)
+    address = address_validate(address)
+    enrollment_check(enrollment_token)
+    token = _new_token()
+    try:
+        with transaction.atomic():
+            node = Node.objects.create(
+                node_id=node_id, address=address, token_hash=token_hash(token), source=source,
+                last_seen=timezone.now(),
+            )
+    except IntegrityError:
+        raise ApplicationError(
+            "node_exists", f"Node {node_id} is already registered; authenticate with its token to update it.", 409
+        ) from None
+    logger.info("node %s registered (%s)", node_id, address or "no address")
+    return node, token
+
+
+def node_update_address(node: Node, address: str) -> Node:
+    node.address = address_validate(address)
+    node.last_seen = timezone.now()
+    node.save(update_fields=["address", "last_seen"])
+    return node
+
+
+def node_issue_token(node_id: str, *, address: str = "", rotate: bool = False) -> tuple[Node, str]:
+    """Create a node with a token from the command line, or give an existing node a new token."""
+    node_id = node_id_validate(node_id)
+    address = address_validate(address)
+    token = _new_token()
+    node = Node.objects.filter(node_id=node_id).first()
+    if node is None:
+        node = Node.objects.create(node_id=node_id, address=address, token_hash=token_hash(token),
+                                   source=Node.Source.CLI)
+        return node, token
+    if not rotate:
+        raise ApplicationError("node_exists", f"Node {node_id} already exists; use --rotate to issue a new token.",
+                               409)
+    node.token_hash = token_hash(token)
+    if address:
+        node.address = address
+    node.save(update_fields=["token_hash", "address"])
+    return node, token
+
+
+def node_touch(node: Node) -> None:
+    now = timezone.now()
+    if node.last_seen is None or now - node.last_seen >= TOUCH_EVERY:
+        Node.objects.filter(pk=node.pk).update(last_seen=now)
+        node.last_seen = now
