@@ -53,12 +53,14 @@ class StatusApi(APIView):
     """The prototype's health check; read-only."""
 
     def get(self, request: Request) -> Response:
-        experiment = experiment_from(request)
+        payload = {"status": "running", "message": "Server is active", "mode": settings.FL_MODE}
+        try:
+            experiment = experiment_from(request)
+        except ApplicationError as exc:
+            return Response({**payload, "experiment": None, "detail": exc.detail})
         state = selectors.round_state(experiment)
         return Response({
-            "status": "running",
-            "message": "Server is active",
-            "mode": settings.FL_MODE,
+            **payload,
             "experiment": experiment.name,
             "round": state["number"],
             "round_status": state["status"],

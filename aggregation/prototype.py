@@ -41,13 +41,14 @@ class MessageApi(APIView):
         node = node_from_request(request, required=False)
         if node is not None:
             node_services.node_update_address(node, address)
-            return Response({"status": "success", **node_payload(node)})
+            return Response({**node_payload(node), "node_status": node.status, "status": "success"})
         # The prototype had no node ids: the address was the identity, so it stays the default.
         node_id = content.get("node_id", address)
         node, token = node_services.node_register(
             node_id=node_id, address=address, enrollment_token=request.META.get("HTTP_X_ENROLLMENT_TOKEN")
         )
-        return Response({"status": "success", **node_payload(node), "token": token}, status=201)
+        return Response({**node_payload(node), "token": token, "node_status": node.status, "status": "success"},
+                        status=201)
 
     def _update_model(self, request: Request, content: dict) -> Response:
         node = node_from_request(request)

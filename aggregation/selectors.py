@@ -4,15 +4,18 @@ from typing import Any
 from django.db.models import Max
 
 from aggregation.models import Experiment, ModelVersion, Round
-from aggregation.services.experiments import experiment_default_get_or_create
 from fedsite.errors import ApplicationError
 
 
 def experiment_get(name: str | None) -> Experiment:
-    if not name:
-        return experiment_default_get_or_create()
-    experiment = Experiment.objects.filter(name=name).first()
+    """The named experiment, or the default one (created by `migrate` and at server start, never by a read)."""
+    from django.conf import settings
+
+    experiment = Experiment.objects.filter(name=name or settings.FL_EXPERIMENT).first()
     if experiment is None:
+        if not name:
+            raise ApplicationError("no_experiment", f"The default experiment {settings.FL_EXPERIMENT!r} does not "
+                                   "exist yet; it is created by 'python manage.py migrate' and at server start.", 404)
         raise ApplicationError("unknown_experiment", f"There is no experiment named {name!r}.", 404)
     return experiment
 

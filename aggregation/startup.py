@@ -36,13 +36,14 @@ def server_started() -> None:
     _started.set()
     from aggregation.services import experiment_default_get_or_create
 
-    try:
-        experiment = experiment_default_get_or_create()
-        logger.info("serving experiment %s in %s mode", experiment.name, settings.FL_MODE)
-    except DatabaseError as exc:
-        logger.error("the database is not ready (%s); run 'python manage.py migrate'", exc)
-    finally:
-        close_old_connections()
+    if settings.FL_CREATE_DEFAULT_EXPERIMENT:
+        try:
+            experiment = experiment_default_get_or_create()
+            logger.info("serving experiment %s in %s mode", experiment.name, settings.FL_MODE)
+        except DatabaseError as exc:
+            logger.error("the database is not ready (%s); run 'python manage.py migrate'", exc)
+        finally:
+            close_old_connections()
     if settings.FL_MODE == "embedded" and settings.FL_EMBEDDED_SWEEPER:
         thread = threading.Thread(
             target=sweeper_loop, args=(threading.Event(), settings.FL_SWEEP_INTERVAL_S),

@@ -8,3 +8,7 @@ from fedsite.settings import *  # noqa: E402,F403
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Tests drive the sweeper themselves; a background thread would race them.
 FL_EMBEDDED_SWEEPER = False
+# Tests create the experiments they use; a default one would be swept along with them.
+FL_CREATE_DEFAULT_EXPERIMENT = False
+# pytest-django runs with DEBUG off, so enrollment needs the token, as in production.
+FL_ENROLLMENT_TOKEN = "test-enrollment-token"

@@ -1,0 +1,58 @@
+"""Nodes learn of a new round by long-polling: answered at once when the round changed, woken by the commit."""
+import threading
+import time
+
+import pytest
+from django.db import connection
+from django.test import override_settings
+from rest_framework.test import APIClient
+
+from tests.conftest import params_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_longpoll_answers_at_once_when_the_known_round_is_over(api, experiment):
+    started = time.monotonic()
+
+    state = api.get("/api/rounds/current?experiment=exp&wait=20&known=0").json()
+
+    assert state["number"] == 1
+    assert time.monotonic() - started < 10
+
+
+@override_settings(FL_LONGPOLL_MAX_S=0.3)
+def test_longpoll_gives_up_after_the_wait_and_returns_the_same_round(api, experiment):
+    state = api.get("/api/rounds/current?experiment=exp&wait=20&known=1").json()
+
+    assert state["number"] == 1 and state["status"] == "open"
+
+
+def test_longpoll_is_woken_by_the_round_closing(api, experiment, register, uploader):
+    tokens = [register(str(i)) for i in range(3)]
+    for token in tokens[:2]:
+        uploader(token, 1, params_for(1))
+    answer: dict = {}
+
+    def poll() -> None:
+        try:
+            started = time.monotonic()
+            answer["state"] = APIClient().get("/api/rounds/current?experiment=exp&wait=25&known=1").json()
+            answer["seconds"] = time.monotonic() - started
+        finally:
+            connection.close()
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    time.sleep(0.3)
+    uploader(tokens[2], 1, params_for(1))
+    poller.join(timeout=30)
+
+    assert answer["state"]["number"] == 2 and answer["state"]["model_version"] == 1
+    assert answer["seconds"] < 20  # woken by the commit, not by the 25 s timeout
+
+
+def test_longpoll_rejects_a_malformed_query(api, experiment):
+    response = api.get("/api/rounds/current?experiment=exp&wait=soon")
+
+    assert response.status_code == 400 and response.json()["error"] == "bad_query"

@@ -1,0 +1,83 @@
+"""Model versions, round history, experiments and the OpenAPI schema."""
+import hashlib
+
+import numpy as np
+import pytest
+
+from aggregation.fl.model import MLPSpec, flatten
+from aggregation.fl.serde import params_loads
+from tests.conftest import params_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _finish_round(register, uploader, number=1):
+    tokens = [register(f"{number}-{i}") for i in range(3)]
+    for i, token in enumerate(tokens):
+        uploader(token, number, params_for(i), 10 * (i + 1), metrics={"loss": float(i)})
+
+
+def test_model_download_serves_safetensors_with_its_hash(api, experiment):
+    response = api.get("/api/models/0/download?experiment=exp")
+
+    assert response.status_code == 200 and response["Content-Type"] == "application/octet-stream"
+    assert hashlib.sha256(response.content).hexdigest() == response["X-Model-Sha256"]
+    params, _ = params_loads(MLPSpec(), response.content)
+    np.testing.assert_array_equal(flatten(params), flatten(params_for(7)))
+
+
+def test_model_download_as_json_and_latest(api, experiment, register, uploader):
+    _finish_round(register, uploader)
+
+    latest = api.get("/api/models/latest/download?experiment=exp&format=json").json()
+    meta = api.get("/api/models/1?experiment=exp").json()
+
+    assert latest["version"] == 1 and len(latest["parameters"]) == 769
+    assert meta["parent"] == 0 and meta["round"] == 1 and len(meta["contributors"]) == 3
+    assert meta["sha256"] == latest["sha256"]
+
+
+@pytest.mark.parametrize(("version", "status", "code"), [("5", 404, "unknown_version"), ("abc", 400, "bad_version")])
+def test_model_download_of_a_missing_version_is_a_json_error(api, experiment, version, status, code):
+    response = api.get(f"/api/models/{version}/download?experiment=exp")
+
+    assert response.status_code == status and response.json()["error"] == code
+
+
+def test_round_history_lists_rounds_with_metrics_and_durations(api, experiment, register, uploader):
+    _finish_round(register, uploader)
+
+    history = api.get("/api/rounds?experiment=exp").json()["rounds"]
+
+    assert [r["number"] for r in history] == [1, 2]
+    first = history[0]
+    assert first["status"] == "closed" and first["updates"] == 3 and first["model_version"] == 1
+    assert first["metrics"]["loss"] == pytest.approx((0 * 10 + 1 * 20 + 2 * 30) / 60)
+    assert first["duration_s"] >= 0 and history[1]["status"] == "open"
+
+
+def test_current_round_reports_config_and_progress(api, experiment, register, uploader):
+    token = register("a")
+    uploader(token, 1, params_for(1))
+
+    state = api.get("/api/rounds/current?experiment=exp").json()
+
+    assert state["number"] == 1 and state["status"] == "open" and state["model_version"] == 0
+    assert state["config"] == {"epochs": 10, "learning_rate": 0.01, "batch_size": 0}
+    assert state["progress"] == {"received": 1, "required": 3, "min_nodes": 2, "nodes": ["a"]}
+    assert state["model_spec"] == {"kind": "mlp", "layers": [10, 64, 1]}
+
+
+def test_experiments_are_listed(api, experiment):
+    names = [e["name"] for e in api.get("/api/experiments").json()]
+
+    assert names == ["exp"]
+
+
+def test_openapi_schema_describes_the_api(api):
+    response = api.get("/api/schema/", HTTP_ACCEPT="application/json")
+
+    assert response.status_code == 200
+    schema = response.json()
+    assert schema["openapi"].startswith("3.")
+    assert "/api/rounds/{number}/updates" in schema["paths"] and "/api/nodes/register" in schema["paths"]
