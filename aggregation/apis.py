@@ -153,6 +153,10 @@ class ModelVersionDetailApi(APIView):
 class ModelVersionDownloadApi(APIView):
     """safetensors bytes by default; ?format=json gives the flat parameter list."""
 
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> tuple:
+        # The binary answer bypasses DRF's renderers, so an `Accept: application/octet-stream` is fine.
+        return super().perform_content_negotiation(request, force=True)
+
     def get(self, request: Request, version: str) -> Response | HttpResponse:
         experiment = experiment_from(request)
         found = selectors.model_version_get(experiment, version)

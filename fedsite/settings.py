@@ -156,9 +156,6 @@ else:
     CELERY_TASK_ALWAYS_EAGER = True
     CELERY_TASK_EAGER_PROPAGATES = True
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-CELERY_BEAT_SCHEDULE = {
-    "sweep-rounds": {"task": "aggregation.tasks.rounds_sweep", "schedule": envfloat("FL_SWEEP_INTERVAL_S", 2.0, 0.1)},
-}
 
 # --- Federation: the prototype's variables keep their meaning; FL_* are the new knobs.
 RUN_AS = envchoice("RUN_AS", "server", ("server", "node"))
@@ -180,6 +177,11 @@ FL_LEARNING_RATE = envfloat("FL_LEARNING_RATE", 0.01, minimum=0.0)
 FL_BATCH_SIZE = envint("FL_BATCH_SIZE", 0, minimum=0)
 FL_ENROLLMENT_TOKEN = envstr("FL_ENROLLMENT_TOKEN")
 FL_SWEEP_INTERVAL_S = envfloat("FL_SWEEP_INTERVAL_S", 2.0 if REDIS_URL else 0.5, minimum=0.05)
+# Scaled mode: Celery beat (`celery -A fedsite worker -B`, or a separate `celery -A fedsite beat`)
+# runs the sweeper; the embedded mode runs it in a thread of the server process.
+CELERY_BEAT_SCHEDULE = {
+    "sweep-rounds": {"task": "aggregation.tasks.rounds_sweep", "schedule": FL_SWEEP_INTERVAL_S},
+}
 FL_AGGREGATION_RETRY_S = envfloat("FL_AGGREGATION_RETRY_S", 30.0, minimum=0.0)
 FL_CREATE_DEFAULT_EXPERIMENT = True
 FL_EMBEDDED_SWEEPER = envbool("FL_EMBEDDED_SWEEPER", True)

@@ -18,7 +18,7 @@ def _finish_round(register, uploader, number=1):
 
 
 def test_model_download_serves_safetensors_with_its_hash(api, experiment):
-    response = api.get("/api/models/0/download?experiment=exp")
+    response = api.get("/api/models/0/download?experiment=exp", HTTP_ACCEPT="application/octet-stream")
 
     assert response.status_code == 200 and response["Content-Type"] == "application/octet-stream"
     assert hashlib.sha256(response.content).hexdigest() == response["X-Model-Sha256"]

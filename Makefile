@@ -1,0 +1,46 @@
+# fedsite: `make demo` runs a demo federation, `make test` runs the whole test suite.
+# Both create the virtualenv they need (.venv) from the exact pins in requirements/.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+PG_TEST_URL ?= postgres://fedsite:fedsite@127.0.0.1:5432/fedsite
+
+.PHONY: demo test test-sqlite test-postgres lint run migrate clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.base: requirements/base.txt | $(BIN)/python
+	$(BIN)/pip install -q -r requirements/base.txt
+	touch $@
+
+$(VENV)/.dev: requirements/dev.txt requirements/base.txt | $(BIN)/python
+	$(BIN)/pip install -q -r requirements/dev.txt
+	touch $(VENV)/.base $@
+
+## demo: a server and 3 nodes on this machine (SQLite, no services); prints the loss per round
+demo: $(VENV)/.base
+	DEBUG=1 $(BIN)/python manage.py demo $(DEMO_ARGS)
+
+## run: the server alone on 0.0.0.0:5000, embedded mode
+run: $(VENV)/.base
+	DEBUG=1 $(BIN)/python manage.py migrate
+	DEBUG=1 $(BIN)/python manage.py runserver 0.0.0.0:5000
+
+## test: lint, then the whole suite on SQLite, then the database tests again on PostgreSQL
+test: lint test-sqlite test-postgres
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check .
+
+test-sqlite: $(VENV)/.dev
+	$(BIN)/python -m pytest
+
+test-postgres: $(VENV)/.dev
+	scripts/services.sh postgres
+	DATABASE_URL=$(PG_TEST_URL) $(BIN)/python -m pytest tests/integration
+
+clean:
+	rm -rf $(VENV) var staticfiles .pytest_cache

@@ -1,0 +1,103 @@
+"""`python manage.py runnode --id N`: run one federated node (its HTTP API plus the training loop)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from nodes_app.client import ServerClient
+from nodes_app.nodeserver import start_node_server
+from nodes_app.runner import NodeRunner, RegistrationError
+
+# An upload in flight gets this long to finish after a stop signal; a long-poll is simply abandoned.
+STOP_GRACE_S = 5.0
+
+
+class Command(BaseCommand):
+    help = "Run a node: serve its API, register with the server, then train and upload every round over HTTP."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        env = os.environ.get
+        parser.add_argument("--id", dest="node_id", default=env("NODE_ID"), help="Node id (env NODE_ID).")
+        parser.add_argument("--server", default=env("SERVER_ADDR", "http://127.0.0.1:5000"),
+                            help="Server base URL (env SERVER_ADDR).")
+        parser.add_argument("--host", default="127.0.0.1", help="Interface for the node's own API.")
+        parser.add_argument("--port", type=int, default=None,
+                            help="Port for the node's API; default 8001 + id, 0 picks a free port.")
+        parser.add_argument("--advertise-url", default=None,
+                            help="URL the server should use to reach this node; default http://host:port.")
+        parser.add_argument("--state-dir", default=env("FL_NODE_STATE_DIR"),
+                            help="Where the node keeps its token (env FL_NODE_STATE_DIR; default var/nodes/<id>).")
+        parser.add_argument("--seed", type=int, default=None, help="Local data seed; default derived from the id.")
+        parser.add_argument("--samples", type=int, default=100, help="Number of local training examples.")
+        parser.add_argument("--poll-wait", type=float, default=25.0, help="Long-poll wait in seconds.")
+        parser.add_argument("--keep-serving", action="store_true",
+                            help="Keep the node API up after the run finishes (until a signal).")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        node_id = options["node_id"]
+        if not node_id:
+            raise CommandError("give the node id with --id or NODE_ID")
+        port = options["port"]
+        if port is None:
+            if not node_id.isdigit():
+                raise CommandError(f"node id {node_id!r} is not a number, so give --port explicitly")
+            port = 8001 + int(node_id)
+        if options["samples"] < 1:
+            raise CommandError("--samples must be at least 1")
+        client = ServerClient(options["server"])
+        runner = NodeRunner(
+            node_id, client, Path(options["state_dir"] or Path("var") / "nodes" / node_id),
+            seed=options["seed"], samples=options["samples"], poll_wait=options["poll_wait"],
+            enrollment_token=os.environ.get("FL_ENROLLMENT_TOKEN") or None, keep_serving=options["keep_serving"],
+        )
+        try:
+            server = start_node_server(runner, options["host"], port)
+        except OSError as exc:
+            raise CommandError(f"cannot listen on {options['host']}:{port}: {exc}") from None
+        runner.address = options["advertise_url"] or f"http://{options['host']}:{server.server_port}"
+        stop = runner.stop
+        restore = _install_signal_handlers(stop)
+        failure: list[BaseException] = []
+
+        def loop() -> None:
+            try:
+                runner.run(stop)
+            except BaseException as exc:  # handed to the main thread, which reports it
+                failure.append(exc)
+            finally:
+                stop.set()
+
+        # The loop runs in a daemon thread so a signal is never stuck behind a 25 s long-poll.
+        worker = threading.Thread(target=loop, name=f"node-{node_id}", daemon=True)
+        worker.start()
+        try:
+            while not stop.wait(0.5):
+                pass
+            worker.join(STOP_GRACE_S)
+        finally:
+            restore()
+            server.shutdown()
+            client.close()
+        if failure:
+            exc = failure[0]
+            detail = str(exc) if isinstance(exc, RegistrationError) else f"node loop failed: {exc!r}"
+            raise CommandError(detail) from exc
+
+
+def _install_signal_handlers(stop: threading.Event) -> Any:
+    """Make SIGINT/SIGTERM set `stop`; returns a function that puts the old handlers back."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None  # signal handlers can only be installed from the main thread
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore

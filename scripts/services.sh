@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Make sure a service the tests need is running on loopback; install it first on a fresh Debian
+# machine (needs root). Usage: scripts/services.sh postgres
+set -euo pipefail
+
+postgres() {
+  if ! command -v pg_ctlcluster >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  fi
+  if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+    cluster=$(ls /etc/postgresql | sort -V | tail -n 1)
+    pg_ctlcluster --skip-systemctl-redirect "$cluster" main start
+    for _ in $(seq 50); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 0.2; done
+  fi
+  # A role that can create the test database, with a password so it works with md5/scram as well
+  # as trust authentication.
+  su postgres -c "psql -qAt" >/dev/null <<'SQL'
+DO $$BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'fedsite') THEN
+    CREATE ROLE fedsite LOGIN CREATEDB PASSWORD 'fedsite';
+  END IF;
+END$$;
+SQL
+  if ! su postgres -c "psql -qAt -c 'SELECT 1 FROM pg_database WHERE datname = \$\$fedsite\$\$'" | grep -q 1; then
+    su postgres -c "createdb -O fedsite fedsite"
+  fi
+}
+
+case "${1:-}" in
+  postgres) postgres ;;
+  *) echo "usage: $0 postgres" >&2; exit 2 ;;
+esac
