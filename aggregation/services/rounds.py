@@ -144,7 +144,9 @@ def rounds_sweep(now: datetime | None = None) -> int:
                 logger.info("[%s] round %d deadline: quorum met (%d/%d)", experiment.name, rnd.number,
                             received, experiment.total_nodes)
                 round_start_aggregation(rnd)
-            elif experiment.on_timeout == Experiment.OnTimeout.EXTEND:
+            elif received == 0 or experiment.on_timeout == Experiment.OnTimeout.EXTEND:
+                # With no update at all there is nobody to retry for: a failed round and an identical
+                # new one would only add noise (and round 1 may have been opened long before any node).
                 rnd.deadline = now + timedelta(seconds=experiment.round_timeout_s)
                 rnd.save(update_fields=["deadline"])
                 logger.info("[%s] round %d deadline extended: %d of %d quorum", experiment.name, rnd.number,

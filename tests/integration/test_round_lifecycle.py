@@ -147,3 +147,13 @@ def test_a_lost_aggregation_is_enqueued_again_by_the_sweeper(experiment, registe
     assert touched == 1
     assert Round.objects.get(experiment=experiment, number=1).status == Round.Status.CLOSED
     assert ModelVersion.objects.filter(experiment=experiment, version=1).exists()
+
+
+def test_the_deadline_extends_a_round_nobody_contributed_to_instead_of_failing_it(experiment):
+    later = timezone.now() + timedelta(seconds=301)
+
+    rounds_sweep(now=later)
+
+    first = Round.objects.get(experiment=experiment, number=1)
+    assert first.status == Round.Status.OPEN and first.deadline > later
+    assert experiment.rounds.count() == 1
