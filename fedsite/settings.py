@@ -72,7 +72,9 @@ TEMPLATES = [
 # --- Database: SQLite file by default, anything dj-database-url understands via DATABASE_URL.
 DATABASE_URL = envstr("DATABASE_URL")
 if DATABASE_URL:
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
+    # conn_max_age=0: under ASGI every request runs in its own thread, and persistent
+    # connections would outlive those threads.
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
 else:
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {

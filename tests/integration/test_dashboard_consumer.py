@@ -1,6 +1,6 @@
 """The dashboard websocket: a snapshot on connect, an event after a commit, nothing before it."""
 import pytest
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.db import transaction
 
@@ -19,7 +19,7 @@ async def _connect() -> WebsocketCommunicator:
 
 
 async def test_dashboard_sends_a_snapshot_on_connect(make_experiment):
-    await sync_to_async(make_experiment)(name="default")
+    await database_sync_to_async(make_experiment)(name="default")
 
     communicator = await _connect()
     message = await communicator.receive_json_from(timeout=5)
@@ -30,8 +30,8 @@ async def test_dashboard_sends_a_snapshot_on_connect(make_experiment):
 
 
 async def test_dashboard_receives_an_upload_only_after_it_commits(make_experiment, register, api):
-    await sync_to_async(make_experiment)(name="default")
-    token = await sync_to_async(register)("n1")
+    await database_sync_to_async(make_experiment)(name="default")
+    token = await database_sync_to_async(register)("n1")
     communicator = await _connect()
     await communicator.receive_json_from(timeout=5)
 
@@ -40,7 +40,7 @@ async def test_dashboard_receives_an_upload_only_after_it_commits(make_experimen
             upload(api, token, 1, params_for(1), experiment="default")
             return True
 
-    await sync_to_async(upload_in_open_transaction)()
+    await database_sync_to_async(upload_in_open_transaction)()
     event = await communicator.receive_json_from(timeout=5)
     await communicator.disconnect()
 
@@ -49,8 +49,8 @@ async def test_dashboard_receives_an_upload_only_after_it_commits(make_experimen
 
 
 async def test_dashboard_gets_nothing_from_a_rolled_back_upload(make_experiment, register, api):
-    await sync_to_async(make_experiment)(name="default")
-    token = await sync_to_async(register)("n1")
+    await database_sync_to_async(make_experiment)(name="default")
+    token = await database_sync_to_async(register)("n1")
     communicator = await _connect()
     await communicator.receive_json_from(timeout=5)
 
@@ -59,7 +59,7 @@ async def test_dashboard_gets_nothing_from_a_rolled_back_upload(make_experiment,
             upload(api, token, 1, params_for(1), experiment="default")
             transaction.set_rollback(True)
 
-    await sync_to_async(upload_then_roll_back)()
+    await database_sync_to_async(upload_then_roll_back)()
     nothing = await communicator.receive_nothing(timeout=0.5)
     await communicator.disconnect()
 
