@@ -48,6 +48,9 @@ class ModelVersion(models.Model):
         "Round", null=True, blank=True, on_delete=models.PROTECT, related_name="produced_version"
     )
     contributors = models.JSONField(default=list, blank=True)
+    # The strategy's server-side state after this version (momentum, moments, clip norm) as
+    # safetensors, so a restarted server continues with identical results. Empty: stateless.
+    strategy_state = models.BinaryField(default=b"", blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -92,6 +95,8 @@ class Update(models.Model):
     metrics = models.JSONField(default=dict, blank=True)
     sha256 = models.CharField(max_length=64)
     size = models.PositiveBigIntegerField()
+    # L2 norm of (update - the round's base model): how far this node moved the model.
+    delta_norm = models.FloatField(null=True, blank=True)
     received_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -17,6 +17,8 @@ class Node(models.Model):
     token_hash = models.CharField(max_length=64, unique=True, editable=False)
     source = models.CharField(max_length=8, choices=Source.choices, default=Source.API)
     last_seen = models.DateTimeField(null=True, blank=True, db_index=True)
+    # True while the node's etcd lease is alive, False once it expired; None: not in discovery.
+    discovery_alive = models.BooleanField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -28,7 +30,7 @@ class Node(models.Model):
     @property
     def status(self) -> str:
         """online / stale / offline, derived from the last contact (no stored flag to drift)."""
-        if self.last_seen is None:
+        if self.discovery_alive is False or self.last_seen is None:
             return "offline"
         age = timezone.now() - self.last_seen
         if age <= timedelta(seconds=settings.FL_NODE_STALE_S):

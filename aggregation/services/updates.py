@@ -1,5 +1,6 @@
 """Accepting a node's update for a round: validate, store once, close the round when it is full."""
 import logging
+import math
 from dataclasses import dataclass, field
 
 from django.db import transaction
@@ -7,7 +8,7 @@ from django.utils import timezone
 
 from aggregation import events
 from aggregation.fl import NDArrays
-from aggregation.fl.serde import SerdeError, check_finite, params_dumps, sha256_hex
+from aggregation.fl.serde import SerdeError, check_finite, params_dumps, params_loads, sha256_hex
 from aggregation.models import Experiment, Round, Update
 from aggregation.services.experiments import experiment_spec
 from aggregation.services.rounds import round_start_aggregation
@@ -53,6 +54,11 @@ def _validate(experiment: Experiment, update: ParsedUpdate) -> bytes:
     return params_dumps(spec, update.parameters)
 
 
+def _delta_norm(experiment: Experiment, rnd: Round, params: NDArrays) -> float:
+    base, _ = params_loads(experiment_spec(experiment), bytes(rnd.base_version.parameters))
+    return math.sqrt(sum(float(((p.astype("float64") - b) ** 2).sum()) for p, b in zip(params, base)))
+
+
 def update_submit(
     *, experiment: Experiment, round_number: int, node: Node, update: ParsedUpdate
 ) -> tuple[Update, bool]:
@@ -96,6 +102,7 @@ def update_submit(
         stored = Update.objects.create(
             round=rnd, node=node, parameters=blob, num_examples=update.num_examples,
             metrics=update.metrics, sha256=digest, size=len(blob),
+            delta_norm=_delta_norm(experiment, rnd, update.parameters),
         )
         Node.objects.filter(pk=node.pk).update(last_seen=timezone.now())
         received = rnd.updates.count()
@@ -103,7 +110,7 @@ def update_submit(
                     node.node_id, received, experiment.total_nodes)
         events.event_send("update.received", experiment, {
             "round": rnd.number, "node": node.node_id, "received": received,
-            "required": experiment.total_nodes, "metrics": update.metrics,
+            "required": experiment.total_nodes, "metrics": update.metrics, "delta_norm": stored.delta_norm,
         })
         if received >= experiment.total_nodes:
             round_start_aggregation(rnd)

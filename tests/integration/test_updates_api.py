@@ -23,6 +23,8 @@ def test_update_submit_accepts_a_binary_safetensors_upload(experiment, register,
     assert body["round"] == 1 and body["node_id"] == "1" and body["received"] == 1 and body["required"] == 3
     stored = Update.objects.get()
     assert stored.num_examples == 25 and stored.metrics == {"loss": 0.5} and stored.sha256 == body["sha256"]
+    delta = np.concatenate([(a.astype(np.float64) - b).ravel() for a, b in zip(params_for(1), params_for(7))])
+    assert stored.delta_norm == pytest.approx(np.linalg.norm(delta))
 
 
 def test_update_submit_accepts_the_same_update_as_json(experiment, register, uploader):
