@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PG_TEST_URL ?= postgres://fedsite:fedsite@127.0.0.1:5432/fedsite
 
-.PHONY: demo test test-sqlite test-postgres lint run migrate clean
+.PHONY: demo test test-sqlite test-postgres lint run services worker clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ demo: $(VENV)/.base
 run: $(VENV)/.base
 	DEBUG=1 $(BIN)/python manage.py migrate
 	DEBUG=1 $(BIN)/python manage.py runserver 0.0.0.0:5000
+
+## services: PostgreSQL and Redis on loopback for the scaled mode (installs them on a fresh Debian box)
+services:
+	scripts/services.sh all
 
 ## test: lint, then the whole suite on SQLite, then the database tests again on PostgreSQL
 test: lint test-sqlite test-postgres

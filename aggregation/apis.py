@@ -8,7 +8,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from aggregation import events, parsing, selectors, services
+from aggregation import events, metrics, parsing, selectors, services
 from aggregation.fl.model import flatten
 from aggregation.fl.serde import params_loads
 from aggregation.models import Experiment
@@ -118,6 +118,11 @@ class RoundListApi(APIView):
 
 class UpdateSubmitApi(APIView):
     """A node uploads its update for a round: safetensors or JSON, with its token."""
+
+    def handle_exception(self, exc: Exception) -> Response:
+        response = super().handle_exception(exc)
+        metrics.rejection_count(response.data)
+        return response
 
     @extend_schema(request=None, responses=None)
     def post(self, request: Request, number: int) -> Response:

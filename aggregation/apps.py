@@ -10,3 +10,6 @@ class AggregationConfig(AppConfig):
         from aggregation.signals import create_default_experiment
 
         post_migrate.connect(create_default_experiment, sender=self)
+        from aggregation.metrics import collector_register
+
+        collector_register()

@@ -45,15 +45,13 @@ def event_send(kind: str, experiment: Experiment, data: dict[str, Any]) -> None:
     transaction.on_commit(send, robust=True)
 
 
-def task_enqueue(task_path: str, *args: Any) -> None:
-    """Enqueue a Celery task by dotted path now; failures are logged (the sweeper retries)."""
+def task_enqueue(task_path: str, *args: Any) -> bool:
+    """Enqueue a Celery task by dotted path now; False (and a log line) if the broker refused it."""
     module_name, _, name = task_path.rpartition(".")
     task = getattr(importlib.import_module(module_name), name)
     try:
         task.delay(*args)
     except Exception as exc:
         logger.error("could not enqueue %s%s: %s; the sweeper will retry", task_path, args, exc)
-
-
-def task_enqueue_on_commit(task_path: str, *args: Any) -> None:
-    transaction.on_commit(lambda: task_enqueue(task_path, *args), robust=True)
+        return False
+    return True

@@ -12,6 +12,7 @@ from fedsite.env import envbool, envchoice, envfloat, envint, envstr
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(envstr("FL_DATA_DIR", str(BASE_DIR / "var")))
+DATA_DIR.mkdir(parents=True, exist_ok=True)
 
 DEBUG = envbool("DEBUG", False)
 SECRET_KEY = envstr("SECRET_KEY")
@@ -76,7 +77,6 @@ if DATABASE_URL:
     # connections would outlive those threads.
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
 else:
-    DATA_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
@@ -144,7 +144,22 @@ if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
     # A task of a killed worker comes back after this many seconds (acks_late); keep it above
     # the longest aggregation.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": envint("FL_VISIBILITY_TIMEOUT_S", 900, minimum=5)}
+    FL_VISIBILITY_TIMEOUT_S = envint("FL_VISIBILITY_TIMEOUT_S", 900, minimum=2)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": FL_VISIBILITY_TIMEOUT_S,
+        # kombu scans for messages of dead workers every interval × throttle seconds (100 s by
+        # default); scan at most every 10 s so a redelivery follows the visibility timeout closely.
+        "unacked_restore_interval": max(1, min(10, FL_VISIBILITY_TIMEOUT_S // 2)),
+        "unacked_restore_throttle": 1,
+        "socket_connect_timeout": 2,
+        "socket_timeout": 10,
+    }
+    # With Redis down, an upload must still answer quickly: fail the enqueue fast and let the
+    # sweeper send it again (the upload itself is already committed).
+    CELERY_BROKER_CONNECTION_TIMEOUT = 2
+    CELERY_TASK_PUBLISH_RETRY_POLICY = {
+        "max_retries": 1, "interval_start": 0, "interval_step": 0.5, "interval_max": 0.5,
+    }
     CELERY_TASK_ALWAYS_EAGER = False
     CHANNEL_LAYERS = {
         "default": {
@@ -178,13 +193,15 @@ FL_EPOCHS = envint("FL_EPOCHS", 10, minimum=1)
 FL_LEARNING_RATE = envfloat("FL_LEARNING_RATE", 0.01, minimum=0.0)
 FL_BATCH_SIZE = envint("FL_BATCH_SIZE", 0, minimum=0)
 FL_ENROLLMENT_TOKEN = envstr("FL_ENROLLMENT_TOKEN")
+FL_METRICS_TOKEN = envstr("FL_METRICS_TOKEN")
 FL_SWEEP_INTERVAL_S = envfloat("FL_SWEEP_INTERVAL_S", 2.0 if REDIS_URL else 0.5, minimum=0.05)
 # Scaled mode: Celery beat (`celery -A fedsite worker -B`, or a separate `celery -A fedsite beat`)
 # runs the sweeper; the embedded mode runs it in a thread of the server process.
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "sweep-rounds": {"task": "aggregation.tasks.rounds_sweep", "schedule": FL_SWEEP_INTERVAL_S},
 }
-FL_AGGREGATION_RETRY_S = envfloat("FL_AGGREGATION_RETRY_S", 30.0, minimum=0.0)
+FL_AGGREGATION_RETRY_S = envfloat("FL_AGGREGATION_RETRY_S", 15.0, minimum=0.0)
 FL_CREATE_DEFAULT_EXPERIMENT = True
 FL_EMBEDDED_SWEEPER = envbool("FL_EMBEDDED_SWEEPER", True)
 FL_LONGPOLL_MAX_S = envfloat("FL_LONGPOLL_MAX_S", 30.0, minimum=0.0)

@@ -4,12 +4,14 @@ from django.http import HttpRequest, JsonResponse
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView
 
+from aggregation.metrics import metrics_view
 from aggregation.views import dashboard
 from fedsite.errors import error_response
 
 urlpatterns = [
     path("", dashboard, name="dashboard"),
     path("admin/", admin.site.urls),
+    path("metrics", metrics_view, name="metrics"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("", include("aggregation.urls")),
     path("", include("nodes_app.urls")),

@@ -26,7 +26,22 @@ SQL
   fi
 }
 
+redis() {
+  if ! command -v redis-server >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  fi
+  if ! redis-cli -p 6379 ping 2>/dev/null | grep -q PONG; then
+    mkdir -p var/redis
+    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no \
+      --dir "$PWD/var/redis" --logfile "$PWD/var/redis/redis.log"
+    for _ in $(seq 50); do redis-cli -p 6379 ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
+  fi
+  echo "redis: redis://127.0.0.1:6379/0"
+}
+
 case "${1:-}" in
   postgres) postgres ;;
-  *) echo "usage: $0 postgres" >&2; exit 2 ;;
+  redis) redis ;;
+  all) postgres; redis ;;
+  *) echo "usage: $0 postgres|redis|all" >&2; exit 2 ;;
 esac

@@ -5,7 +5,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Max
+from django.db.models import Max, Q
 from django.utils import timezone
 
 from aggregation import events
@@ -46,8 +46,17 @@ def round_start_aggregation(rnd: Round) -> bool:
         return False
     rnd.status = Round.Status.AGGREGATING
     rnd.aggregation_requested_at = now
-    events.task_enqueue_on_commit("aggregation.tasks.round_aggregate", rnd.pk)
+    round_id = rnd.pk
+    transaction.on_commit(lambda: aggregation_enqueue(round_id), robust=True)
     return True
+
+
+def aggregation_enqueue(round_id: int) -> bool:
+    """Send the aggregation task; if the broker is down, flag the round so the next sweep retries at once."""
+    if events.task_enqueue("aggregation.tasks.round_aggregate", round_id):
+        return True
+    Round.objects.filter(pk=round_id, status=Round.Status.AGGREGATING).update(aggregation_requested_at=None)
+    return False
 
 
 def _next_version_number(experiment: Experiment) -> int:
@@ -159,10 +168,13 @@ def rounds_sweep(now: datetime | None = None) -> int:
     # An aggregating round with no live task (enqueue lost, broker down): the task is idempotent,
     # so enqueueing it again is always safe.
     stuck_before = now - timedelta(seconds=settings.FL_AGGREGATION_RETRY_S)
-    stuck = Round.objects.filter(status=Round.Status.AGGREGATING, aggregation_requested_at__lte=stuck_before)
+    stuck = Round.objects.filter(
+        Q(aggregation_requested_at__isnull=True) | Q(aggregation_requested_at__lte=stuck_before),
+        status=Round.Status.AGGREGATING,
+    )
     for round_id in list(stuck.values_list("pk", flat=True)):
         Round.objects.filter(pk=round_id).update(aggregation_requested_at=now)
-        logger.warning("round id %d is still aggregating; enqueueing its aggregation again", round_id)
-        events.task_enqueue("aggregation.tasks.round_aggregate", round_id)
+        logger.warning("round id %d is aggregating but its task was lost or is late; enqueueing it again", round_id)
+        aggregation_enqueue(round_id)
         touched += 1
     return touched

@@ -1,5 +1,6 @@
 """Real processes on loopback: a fedsite server and runnode nodes, each with its own log file."""
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -106,6 +107,98 @@ def start_node(e2e_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[...
         args = [sys.executable, "manage.py", "runnode", "--id", node_id, "--server", server, "--port", "0", *extra]
         proc = Proc(f"node-{node_id}", args, env, tmp_path)
         procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        proc.stop()
+
+
+# --- Services for the scaled mode: a throw-away Redis, a fresh PostgreSQL database, Celery.
+
+def require(condition: bool, reason: str) -> None:
+    """A missing service fails the test under CI and skips it on a developer machine."""
+    if condition:
+        return
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{reason} (CI=true: a test that needs a service must not be skipped)")
+    pytest.skip(reason)
+
+
+class RedisServer:
+    def __init__(self, tmp_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.dir = tmp_path / f"redis-{self.port}"
+        self.dir.mkdir()
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.dir)], stdout=(self.dir / "redis.log").open("ab"), stderr=subprocess.STDOUT)
+        wait_until(self.ping, 10, "redis to start")
+
+    def ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    require(shutil.which("redis-server") is not None, "redis-server is not installed")
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh database on the test PostgreSQL (FL_TEST_POSTGRES_URL), dropped afterwards."""
+    import uuid
+
+    import psycopg
+
+    admin_url = os.environ.get("FL_TEST_POSTGRES_URL", "postgres://fedsite:fedsite@127.0.0.1:5432/fedsite")
+    name = f"fedsite_e2e_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = psycopg.connect(admin_url, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        require(False, f"PostgreSQL is not reachable at {admin_url}: {exc}")
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        yield admin_url.rsplit("/", 1)[0] + f"/{name}"
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def scaled_env(e2e_env: dict[str, str], redis_server: RedisServer, postgres_url: str) -> dict[str, str]:
+    e2e_env.update({"DATABASE_URL": postgres_url, "REDIS_URL": redis_server.url})
+    return e2e_env
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
+    """A real `celery worker` (solo pool: the task runs in the process a test may SIGKILL)."""
+    procs: list[Proc] = []
+
+    def start(env: dict[str, str], *extra: str, app: str = "fedsite", name: str = "worker") -> Proc:
+        args = [sys.executable, "-m", "celery", "-A", app, "worker", "--pool=solo", "-l", "info",
+                "--without-mingle", "--without-gossip", "-n", f"{name}-{len(procs)}@%h", *extra]
+        proc = Proc(f"{name}-{len(procs)}", args, env, tmp_path)
+        procs.append(proc)
+        wait_until(lambda: " ready." in proc.output() or proc.popen.poll() is not None, 60, "the worker", [proc])
+        assert proc.popen.poll() is None, proc.output()
         return proc
 
     yield start
