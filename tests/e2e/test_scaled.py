@@ -161,3 +161,25 @@ def test_a_websocket_on_one_web_process_sees_events_caused_through_another(scale
 
     assert seen.count("update.received") == 2
     assert "round.closed" in seen  # sent by the worker process, delivered through Redis
+
+
+def test_a_killed_node_is_covered_by_the_quorum_and_rejoins_as_itself(scaled_env, start_server, start_worker,
+                                                                      start_node):
+    scaled_env["FL_SWEEP_INTERVAL_S"] = "0.5"
+    url, server = start_server(TOTAL_NODES="3", FL_MIN_NODES="2", FL_ROUND_TIMEOUT_S="3")
+    worker = start_worker(scaled_env, "-B")
+    nodes = {n: start_node(n, url) for n in ("1", "2", "3")}
+    procs = [server, worker, *nodes.values()]
+    wait_until(lambda: _closed(url, 1), 60, "round 1 with all three nodes", procs)
+
+    nodes["3"].stop(signal.SIGKILL)
+    wait_until(lambda: any(r["status"] == "closed" and r["updates"] == 2 for r in rounds(url)), 60,
+               "a round closed at its deadline by the quorum of two", procs)
+    back = start_node("3", url)
+    wait_until(lambda: "stored token accepted" in back.output(), 30, "node 3 to come back", [*procs, back])
+    last_before = max(r["number"] for r in rounds(url))
+    wait_until(lambda: any(r["number"] > last_before and r["status"] == "closed" and r["updates"] == 3
+                           for r in rounds(url)), 60, "a round with node 3 again", [*procs, back])
+
+    node_ids = sorted(n["node_id"] for n in requests.get(f"{url}/api/nodes", timeout=5).json())
+    assert node_ids == ["1", "2", "3"]
