@@ -1,22 +1,34 @@
 """Admin for the federation: lists, filters and search; parameter blobs shown as size and hash only."""
+from django import forms
 from django.contrib import admin
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
+
+from aggregation.fl.registry import STRATEGIES
 
 from aggregation.models import Experiment, ModelVersion, Round, Update
 
 BLOB_HIDDEN = ("parameters",)
 
 
+class ExperimentForm(forms.ModelForm):
+    strategy = forms.ChoiceField(choices=[(name, name) for name in STRATEGIES])
+
+    class Meta:
+        model = Experiment
+        fields = "__all__"
+
+
 @admin.register(Experiment)
 class ExperimentAdmin(admin.ModelAdmin):
+    form = ExperimentForm
     list_display = ("name", "status", "strategy", "total_nodes", "min_nodes", "round_timeout_s", "max_rounds",
                     "created_at")
     list_filter = ("status", "strategy")
     search_fields = ("name",)
     fieldsets = (
         (None, {"fields": ("name", "status", "model_spec")}),
-        ("Strategy", {"fields": ("strategy", "strategy_params")}),
+        ("Strategy", {"fields": ("strategy", "strategy_params", "update_max_norm", "update_norm_mode")}),
         ("Rounds", {"fields": ("total_nodes", "min_nodes", "round_timeout_s", "on_timeout", "max_rounds")}),
         ("Node training", {"fields": ("epochs", "learning_rate", "batch_size", "seed")}),
     )
@@ -25,7 +37,8 @@ class ExperimentAdmin(admin.ModelAdmin):
 class UpdateInline(admin.TabularInline):
     model = Update
     exclude = BLOB_HIDDEN
-    readonly_fields = ("node", "num_examples", "metrics", "sha256", "size", "received_at")
+    readonly_fields = ("node", "num_examples", "metrics", "delta_norm", "rejected_reason", "sha256", "size",
+                       "received_at")
     extra = 0
     can_delete = False
     show_change_link = True
@@ -52,17 +65,37 @@ class RoundAdmin(admin.ModelAdmin):
         return obj.n_updates
 
 
+class RejectedFilter(admin.SimpleListFilter):
+    title = "validation"
+    parameter_name = "rejected"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("yes", "rejected"), ("no", "used")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == "yes":
+            return queryset.exclude(rejected_reason="")
+        if self.value() == "no":
+            return queryset.filter(rejected_reason="")
+        return queryset
+
+
 @admin.register(Update)
 class UpdateAdmin(admin.ModelAdmin):
-    list_display = ("round", "node", "num_examples", "size", "sha256", "received_at")
-    list_filter = ("round__experiment", "round__status")
+    list_display = ("round", "node", "num_examples", "delta_norm", "accepted", "size", "sha256", "received_at")
+    list_filter = ("round__experiment", "round__status", RejectedFilter)
     search_fields = ("node__node_id", "sha256")
     exclude = BLOB_HIDDEN
-    readonly_fields = ("round", "node", "num_examples", "metrics", "sha256", "size", "received_at")
+    readonly_fields = ("round", "node", "num_examples", "metrics", "delta_norm", "rejected_reason", "sha256", "size",
+                       "received_at")
     list_select_related = ("round__experiment", "node")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    @admin.display(boolean=True, description="used")
+    def accepted(self, obj: Update) -> bool:
+        return not obj.rejected_reason
 
 
 @admin.register(ModelVersion)

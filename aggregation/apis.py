@@ -12,6 +12,7 @@ from aggregation import events, metrics, parsing, selectors, services
 from aggregation.fl.model import flatten
 from aggregation.fl.serde import params_loads
 from aggregation.models import Experiment
+from aggregation.services.experiments import experiment_public_params
 from fedsite.errors import ApplicationError
 from nodes_app.auth import node_from_request
 from nodes_app.services import node_touch
@@ -73,10 +74,12 @@ class ExperimentListApi(APIView):
     def get(self, request: Request) -> Response:
         return Response([
             {
-                "name": e.name, "status": e.status, "strategy": e.strategy, "strategy_params": e.strategy_params,
+                "name": e.name, "status": e.status, "strategy": e.strategy,
+                "strategy_params": experiment_public_params(e.strategy_params),
                 "model_spec": e.model_spec, "total_nodes": e.total_nodes, "min_nodes": e.min_nodes,
                 "round_timeout_s": e.round_timeout_s, "on_timeout": e.on_timeout, "max_rounds": e.max_rounds,
                 "epochs": e.epochs, "learning_rate": e.learning_rate, "batch_size": e.batch_size,
+                "update_max_norm": e.update_max_norm, "update_norm_mode": e.update_norm_mode,
             }
             for e in Experiment.objects.all()
         ])
@@ -114,6 +117,13 @@ class RoundListApi(APIView):
     def get(self, request: Request) -> Response:
         experiment = experiment_from(request)
         return Response({"experiment": experiment.name, "rounds": selectors.rounds_history(experiment)})
+
+
+class RoundDetailApi(APIView):
+    """One round with every update: node, examples, metrics, distance from the base model, validation."""
+
+    def get(self, request: Request, number: int) -> Response:
+        return Response(selectors.round_detail(experiment_from(request), number))
 
 
 class UpdateSubmitApi(APIView):

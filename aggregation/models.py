@@ -12,6 +12,10 @@ class Experiment(models.Model):
         FAIL = "fail", "fail the round and open a new one"
         EXTEND = "extend", "extend the deadline"
 
+    class NormMode(models.TextChoices):
+        REJECT = "reject", "reject updates beyond the bound"
+        CLIP = "clip", "clip updates to the bound"
+
     name = models.SlugField(max_length=64, unique=True)
     model_spec = models.JSONField(default=dict)
     strategy = models.CharField(max_length=32, default="fedavg")
@@ -25,6 +29,10 @@ class Experiment(models.Model):
     learning_rate = models.FloatField(default=0.01)
     batch_size = models.PositiveIntegerField(default=0, help_text="0 trains full-batch.")
     seed = models.PositiveIntegerField(default=0, help_text="Seed of the initial model.")
+    update_max_norm = models.FloatField(
+        null=True, blank=True, help_text="Bound on ||update − model||₂ checked before aggregation; empty: none."
+    )
+    update_norm_mode = models.CharField(max_length=8, choices=NormMode.choices, default=NormMode.REJECT)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -33,6 +41,27 @@ class Experiment(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        """Refuse a strategy or model the server could not run, with the reason, in the admin too."""
+        from django.core.exceptions import ValidationError
+
+        from aggregation.fl.model import MLPSpec
+        from aggregation.fl.registry import strategy_create
+
+        errors = {}
+        try:
+            strategy_create(self.strategy, self.strategy_params)
+        except ValueError as exc:
+            errors["strategy_params"] = str(exc)
+        try:
+            MLPSpec.from_dict(self.model_spec)
+        except (ValueError, TypeError) as exc:
+            errors["model_spec"] = str(exc)
+        if self.min_nodes > self.total_nodes:
+            errors["min_nodes"] = "The quorum cannot be larger than total_nodes."
+        if errors:
+            raise ValidationError(errors)
 
 
 class ModelVersion(models.Model):
@@ -97,6 +126,8 @@ class Update(models.Model):
     size = models.PositiveBigIntegerField()
     # L2 norm of (update - the round's base model): how far this node moved the model.
     delta_norm = models.FloatField(null=True, blank=True)
+    # Why validation left this update out of the aggregation (empty: it was used).
+    rejected_reason = models.TextField(blank=True, default="")
     received_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -98,6 +98,22 @@ def round_summary(rnd: Round) -> dict[str, Any]:
     }
 
 
+def round_detail(experiment: Experiment, number: int) -> dict[str, Any]:
+    from django.db.models import Count
+
+    rnd = (experiment.rounds.select_related("base_version", "produced_version").annotate(num_updates=Count("updates"))
+           .filter(number=number).first())
+    if rnd is None:
+        raise ApplicationError("unknown_round", f"Round {number} does not exist.", 404)
+    updates = rnd.updates.select_related("node").order_by("received_at")
+    return {**round_summary(rnd), "updates": [
+        {"node_id": u.node.node_id, "num_examples": u.num_examples, "metrics": u.metrics, "sha256": u.sha256,
+         "size": u.size, "delta_norm": u.delta_norm, "rejected_reason": u.rejected_reason or None,
+         "received_at": u.received_at.isoformat()}
+        for u in updates
+    ]}
+
+
 def rounds_history(experiment: Experiment, limit: int = 1000) -> list[dict[str, Any]]:
     from django.db.models import Count
 

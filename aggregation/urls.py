@@ -10,6 +10,7 @@ urlpatterns = [
     path("api/experiments", apis.ExperimentListApi.as_view(), name="experiments"),
     path("api/rounds", apis.RoundListApi.as_view(), name="rounds"),
     path("api/rounds/current", apis.RoundCurrentApi.as_view(), name="round-current"),
+    path("api/rounds/<int:number>", apis.RoundDetailApi.as_view(), name="round-detail"),
     path("api/rounds/<int:number>/updates", apis.UpdateSubmitApi.as_view(), name="update-submit"),
     path("api/models/<str:version>", apis.ModelVersionDetailApi.as_view(), name="model-detail"),
     path("api/models/<str:version>/download", apis.ModelVersionDownloadApi.as_view(), name="model-download"),

@@ -192,6 +192,8 @@ FL_SEED = envint("FL_SEED", 0, minimum=0)
 FL_EPOCHS = envint("FL_EPOCHS", 10, minimum=1)
 FL_LEARNING_RATE = envfloat("FL_LEARNING_RATE", 0.01, minimum=0.0)
 FL_BATCH_SIZE = envint("FL_BATCH_SIZE", 0, minimum=0)
+FL_UPDATE_MAX_NORM = envfloat("FL_UPDATE_MAX_NORM", 0.0, minimum=0.0) or None  # 0 / unset: no bound
+FL_UPDATE_NORM_MODE = envchoice("FL_UPDATE_NORM_MODE", "reject", ("reject", "clip"))
 FL_ENROLLMENT_TOKEN = envstr("FL_ENROLLMENT_TOKEN")
 FL_METRICS_TOKEN = envstr("FL_METRICS_TOKEN")
 FL_SWEEP_INTERVAL_S = envfloat("FL_SWEEP_INTERVAL_S", 2.0 if REDIS_URL else 0.5, minimum=0.05)

@@ -12,3 +12,6 @@ FL_EMBEDDED_SWEEPER = False
 FL_CREATE_DEFAULT_EXPERIMENT = False
 # pytest-django runs with DEBUG off, so enrollment needs the token, as in production.
 FL_ENROLLMENT_TOKEN = "test-enrollment-token"
+# One SQLite test database per test process, so two test runs on one machine never share a file.
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
+    DATABASES["default"]["TEST"]["NAME"] = str(DATA_DIR / f"test-{os.getpid()}.sqlite3")  # noqa: F405

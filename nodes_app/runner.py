@@ -208,9 +208,10 @@ class NodeRunner:
     def _train(self, base: NDArrays, x: np.ndarray, y: np.ndarray, seed: int) -> tuple[float, float, NDArrays]:
         cfg = self._config
         before = loss(self.spec, base, x, y)
+        # FedProx: the server sends proximal_mu; the proximal term pulls towards the round's model.
         new, after = train(self.spec, base, x, y, epochs=int(cfg["epochs"]),
-                               learning_rate=float(cfg["learning_rate"]),
-                               batch_size=int(cfg["batch_size"]), seed=seed % 2**32)
+                           learning_rate=float(cfg["learning_rate"]), batch_size=int(cfg["batch_size"]),
+                           seed=seed % 2**32, proximal_mu=float(cfg.get("proximal_mu", 0.0)), global_params=base)
         check_finite(new, self.spec.names())
         return before, after, new
 

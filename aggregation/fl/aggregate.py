@@ -8,7 +8,7 @@ from numbers import Real
 import numpy as np
 
 from aggregation.fl import NDArrays
-from aggregation.fl.strategy import AggregationError
+from aggregation.fl.strategy import AggregationError, FitRes
 
 
 def _check_weight(index: int, weight: object) -> float:
@@ -84,3 +84,62 @@ def weighted_metrics(results: list[tuple[int, dict[str, float]]]) -> dict[str, f
             sums[key] = sums.get(key, 0.0) + num_examples * float(value)
             totals[key] = totals.get(key, 0.0) + num_examples
     return {key: sums[key] / totals[key] for key in sums if totals[key] > 0}
+
+
+def fit_metrics(results: list[FitRes]) -> dict[str, float]:
+    """The round's metrics: example-weighted node metrics plus the totals every strategy reports."""
+    metrics = weighted_metrics([(r.num_examples, r.metrics) for r in results])
+    metrics["num_examples"] = sum(r.num_examples for r in results)
+    metrics["num_results"] = len(results)
+    return metrics
+
+
+def check_results(results: list[FitRes], current: NDArrays) -> None:
+    """Every result must hold the current model's tensors, in count and shape."""
+    expected = [np.shape(layer) for layer in current]
+    for index, result in enumerate(results):
+        shapes = [np.shape(layer) for layer in result.parameters]
+        if len(shapes) != len(expected):
+            raise AggregationError(f"result {index} has {len(shapes)} tensors but the model has {len(expected)}")
+        for position, (shape, want) in enumerate(zip(shapes, expected)):
+            if shape != want:
+                raise AggregationError(
+                    f"tensor {position} of result {index} has shape {shape} but the model's has shape {want}"
+                )
+
+
+def layer_stack(results: list[FitRes], position: int) -> np.ndarray:
+    """Tensor `position` of every result stacked along a new first axis, as float64 (K, *shape)."""
+    return np.stack([np.asarray(r.parameters[position], dtype=np.float64) for r in results])
+
+
+def flat_stack(results: list[FitRes]) -> np.ndarray:
+    """All results flattened into one (K, P) float64 array, rows in result order."""
+    size = sum(np.size(layer) for layer in results[0].parameters)
+    out = np.empty((len(results), size), dtype=np.float64)
+    for row, result in zip(out, results):
+        offset = 0
+        for layer in result.parameters:
+            row[offset : offset + np.size(layer)] = np.ravel(layer)
+            offset += np.size(layer)
+    return out
+
+
+def unflatten_like(vec: np.ndarray, reference: NDArrays) -> NDArrays:
+    """Split a flat vector back into float32 tensors shaped like `reference`."""
+    out: NDArrays = []
+    offset = 0
+    for layer in reference:
+        size = np.size(layer)
+        out.append(np.asarray(vec[offset : offset + size], dtype=np.float32).reshape(np.shape(layer)))
+        offset += size
+    return out
+
+
+def as_float64(params: NDArrays) -> NDArrays:
+    """float64 copies, the precision server-side optimisers accumulate in."""
+    return [np.array(layer, dtype=np.float64, copy=True) for layer in params]
+
+
+def as_float32(params: NDArrays) -> NDArrays:
+    return [np.asarray(layer, dtype=np.float32) for layer in params]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from aggregation.fl import NDArrays
-from aggregation.fl.aggregate import weighted_average, weighted_metrics
+from aggregation.fl.aggregate import check_results, fit_metrics, weighted_average
+from aggregation.fl.checks import check_int
 from aggregation.fl.strategy import FitRes, Strategy
 
 
@@ -19,18 +20,15 @@ class FedAvg(Strategy):
     name = "fedavg"
 
     def __init__(self, *, min_results: int = 1) -> None:
-        if (
-            isinstance(min_results, bool)
-            or not isinstance(min_results, int)
-            or min_results < 1
-        ):
-            raise ValueError(
-                f"min_results must be a positive integer, got {min_results!r}"
-            )
-        self.min_results = min_results
+        self.min_results = check_int("min_results", min_results, minimum=1)
 
     def __repr__(self) -> str:
-        return f"FedAvg(min_results={self.min_results})"
+        return f"{type(self).__name__}(min_results={self.min_results})"
+
+    def average(self, parameters: NDArrays, results: list[FitRes]) -> NDArrays:
+        """The example-weighted mean of the results, checked against the current model's shapes."""
+        check_results(results, parameters)
+        return weighted_average([(r.parameters, r.num_examples) for r in results])
 
     def aggregate_fit(
         self,
@@ -41,8 +39,4 @@ class FedAvg(Strategy):
     ) -> tuple[NDArrays | None, dict[str, float]]:
         if not results or len(results) < self.min_results:
             return None, {}
-        new = weighted_average([(r.parameters, r.num_examples) for r in results])
-        metrics = weighted_metrics([(r.num_examples, r.metrics) for r in results])
-        metrics["num_examples"] = sum(r.num_examples for r in results)
-        metrics["num_results"] = len(results)
-        return new, metrics
+        return self.average(parameters, results), fit_metrics(results)

@@ -6,84 +6,14 @@ The parameter order defined here (w1, b1, w2, b2, ...) is also the order on the 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from aggregation.fl import NDArrays
+from aggregation.fl.checks import check_number
+from aggregation.fl.spec import MAX_PARAMS, MLPSpec, is_int
 
-MAX_PARAMS = 100_000_000
-
-
-def _is_int(value: object) -> bool:
-    # bool is an int subclass, but `true` is never a sensible layer size.
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-@dataclass(frozen=True)
-class MLPSpec:
-    """Layer sizes from input to output; the default is the prototype's 10-64-1 network."""
-
-    layers: tuple[int, ...] = (10, 64, 1)
-
-    def __post_init__(self) -> None:
-        # Validating here means no code path can hold an MLPSpec that cannot be built.
-        layers = tuple(self.layers)
-        object.__setattr__(self, "layers", layers)
-        if len(layers) < 2:
-            msg = f"a model needs at least an input and an output layer, got {len(layers)} layer size(s)"
-            raise ValueError(msg)
-        for position, size in enumerate(layers):
-            if not _is_int(size) or size <= 0:
-                msg = f"layer sizes must be positive integers, got {size!r} at position {position}"
-                raise ValueError(msg)
-        total = self.num_params()
-        if total > MAX_PARAMS:
-            msg = f"this model would have {total} parameters, more than the limit of {MAX_PARAMS}"
-            raise ValueError(msg)
-
-    def names(self) -> list[str]:
-        names: list[str] = []
-        for i in range(1, len(self.layers)):
-            names += [f"w{i}", f"b{i}"]
-        return names
-
-    def shapes(self) -> list[tuple[int, ...]]:
-        shapes: list[tuple[int, ...]] = []
-        for fan_in, fan_out in zip(self.layers[:-1], self.layers[1:]):
-            shapes += [(fan_in, fan_out), (fan_out,)]
-        return shapes
-
-    def num_params(self) -> int:
-        return sum(math.prod(shape) for shape in self.shapes())
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": "mlp", "layers": list(self.layers)}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> MLPSpec:
-        """Build a spec from its JSON form, raising ValueError with a readable sentence if it is wrong."""
-        try:
-            d = dict(d)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"a model spec must be a JSON object, got {type(d).__name__}"
-            ) from None
-        kind = d.get("kind", "mlp")
-        if kind != "mlp":
-            msg = f"unknown model kind {kind!r}; the only supported kind is 'mlp'"
-            raise ValueError(msg)
-        unexpected = sorted(str(key) for key in d if key not in ("kind", "layers"))
-        if unexpected:
-            msg = f"unexpected key(s) in the model spec: {', '.join(map(repr, unexpected))}"
-            raise ValueError(msg)
-        layers = d.get("layers")
-        if isinstance(layers, (list, tuple)):
-            return cls(tuple(layers))
-        msg = f"the model spec needs 'layers', a list of layer sizes, got {layers!r}"
-        raise ValueError(msg)
+__all__ = ["MAX_PARAMS", "MLPSpec", "flatten", "forward", "gradients", "init_parameters", "loss", "train", "unflatten"]
 
 
 def init_parameters(spec: MLPSpec, seed: int) -> NDArrays:
@@ -186,26 +116,33 @@ def train(
     learning_rate: float = 0.01,
     batch_size: int = 0,
     seed: int = 0,
+    proximal_mu: float = 0.0,
+    global_params: NDArrays | None = None,
 ) -> tuple[NDArrays, float]:
     """Gradient descent from `params`; returns new float32 params and the loss on (x, y) afterwards.
 
     batch_size 0 (or at least the number of samples) is full-batch descent, as in the prototype.
+    proximal_mu > 0 adds FedProx's (mu/2)·||w − w_global||² to the objective (Li et al. 2020), with
+    w_global = `global_params`, or `params` when not given; the returned loss is the data loss only.
     """
-    if not _is_int(epochs) or epochs < 0:
+    if not is_int(epochs) or epochs < 0:
         raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
-    if not _is_int(batch_size) or batch_size < 0:
+    if not is_int(batch_size) or batch_size < 0:
         msg = f"batch_size must be a non-negative integer, got {batch_size!r}"
         raise ValueError(msg)
     if not math.isfinite(learning_rate) or learning_rate <= 0:
         msg = f"learning_rate must be a positive number, got {learning_rate!r}"
         raise ValueError(msg)
+    proximal_mu = check_number("proximal_mu", proximal_mu, 0)
     _check_params(spec, params)
+    anchor = _proximal_anchor(spec, params if global_params is None else global_params, proximal_mu)
     x, y = _check_inputs(
         spec, np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.float32)
     )
     # Copies, so the caller's arrays (often the global model) are never changed.
     new = [np.array(p, dtype=np.float32, copy=True) for p in params]
     lr = np.float32(learning_rate)
+    mu = np.float32(proximal_mu)
     n = x.shape[0]
     full_batch = batch_size == 0 or batch_size >= n
     rng = np.random.default_rng(seed)
@@ -219,10 +156,26 @@ def train(
                 for idx in np.array_split(order, range(batch_size, n, batch_size))
             ]
         for xb, yb in batches:
-            for p, g in zip(new, gradients(spec, new, xb, yb)):
+            grads = gradients(spec, new, xb, yb)
+            if anchor:
+                # The proximal term's gradient, mu·(w − w_global), pulls each step back towards the global model.
+                for p, g, a in zip(new, grads, anchor):
+                    g += mu * (p - a)
+            for p, g in zip(new, grads):
                 np.multiply(g, lr, out=g)
                 np.subtract(p, g, out=p)
     return new, loss(spec, new, x, y)
+
+
+def _proximal_anchor(spec: MLPSpec, global_params: NDArrays, proximal_mu: float) -> NDArrays:
+    """float32 copies of the global model for the proximal term, or [] when the term is off."""
+    if proximal_mu == 0:
+        return []
+    _check_params(spec, global_params)
+    anchor = [np.array(p, dtype=np.float32, copy=True) for p in global_params]
+    if not all(np.isfinite(a).all() for a in anchor):
+        raise ValueError("global_params contains NaN or infinity")
+    return anchor
 
 
 def flatten(params: NDArrays) -> np.ndarray:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
+
+import numpy as np
 
 from aggregation.fl import NDArrays
 from aggregation.fl.model import MLPSpec, init_parameters
@@ -36,6 +39,20 @@ class Strategy(ABC):
         """Extra training configuration sent to nodes for this round (for example a proximal term)."""
         return {}
 
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """What the strategy carries from one round to the next (scalars as 0-d arrays); {} if nothing.
+
+        A fresh strategy with the same hyperparameters that loads this continues bit-identically.
+        """
+        return {}
+
+    def load_state(self, state: Mapping[str, np.ndarray]) -> None:
+        """Continue from a `state_dict()` of the same strategy; raises ValueError on a state it cannot use."""
+        if state:
+            raise ValueError(
+                f"strategy {self.name!r} keeps no state, but the saved state holds {', '.join(sorted(state))}"
+            )
+
     @abstractmethod
     def aggregate_fit(
         self,
@@ -49,3 +66,36 @@ class Strategy(ABC):
         `parameters` is the current global model. Returning None as the parameters means "keep the
         current model". Failures are reported here, never raised.
         """
+
+
+def layers_state(prefix: str, layers: NDArrays | None) -> dict[str, np.ndarray]:
+    """Per-layer arrays as state entries `<prefix>.0`, `<prefix>.1`, ... (float64 copies)."""
+    if layers is None:
+        return {}
+    return {f"{prefix}.{i}": np.array(layer, dtype=np.float64, copy=True) for i, layer in enumerate(layers)}
+
+
+def layers_from_state(state: Mapping[str, np.ndarray], prefix: str) -> NDArrays | None:
+    """The arrays stored by `layers_state` (copied, so read-only buffers are fine), or None if absent."""
+    count = sum(1 for key in state if key.startswith(prefix + "."))
+    if count == 0:
+        return None
+    try:
+        return [np.array(state[f"{prefix}.{i}"], dtype=np.float64, copy=True) for i in range(count)]
+    except KeyError as exc:
+        raise ValueError(f"the saved state has {count} {prefix!r} entries but lacks {exc.args[0]!r}") from None
+
+
+def check_state_keys(name: str, state: Mapping[str, np.ndarray], prefixes: tuple[str, ...]) -> None:
+    """Refuse keys that do not belong to this strategy, so a mixed-up state is noticed, not ignored."""
+    unexpected = sorted(key for key in state if key.split(".", 1)[0] not in prefixes)
+    if unexpected:
+        raise ValueError(f"strategy {name!r} cannot use the saved state entries {', '.join(unexpected)}")
+
+
+def check_state_like(what: str, layers: NDArrays, reference: NDArrays) -> None:
+    """A saved per-layer state must match the model it is applied to."""
+    shapes = [np.shape(layer) for layer in layers]
+    expected = [np.shape(layer) for layer in reference]
+    if shapes != expected:
+        raise AggregationError(f"the saved {what} has shapes {shapes} but the model has {expected}")

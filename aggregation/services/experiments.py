@@ -1,6 +1,7 @@
 """Creating experiments, with their version 0 and first round."""
 import json
 import logging
+import secrets
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -39,13 +40,31 @@ def _default_fields() -> dict:
         "learning_rate": settings.FL_LEARNING_RATE,
         "batch_size": settings.FL_BATCH_SIZE,
         "seed": settings.FL_SEED,
+        "update_max_norm": settings.FL_UPDATE_MAX_NORM,
+        "update_norm_mode": settings.FL_UPDATE_NORM_MODE,
     }
+
+
+def _dp_seed_filled(params: object) -> object:
+    """A DP strategy without a noise seed gets a secret one: reproducible after a restart, unknown to clients."""
+    if isinstance(params, dict) and isinstance(params.get("dp"), dict) and "seed" not in params["dp"]:
+        return {**params, "dp": {**params["dp"], "seed": secrets.randbelow(2**63)}}
+    return params
+
+
+def experiment_public_params(params: object) -> object:
+    """strategy_params as shown to clients: without the DP noise seed (knowing it would undo the noise)."""
+    if isinstance(params, dict) and isinstance(params.get("dp"), dict) and "seed" in params["dp"]:
+        return {**params, "dp": {k: v for k, v in params["dp"].items() if k != "seed"}}
+    return params
 
 
 def experiment_create(*, name: str, **fields: object) -> Experiment:
     """Create an experiment with its initial model (version 0) and open round 1, atomically."""
     from aggregation.services.rounds import round_open
 
+    if "strategy_params" in fields:
+        fields["strategy_params"] = _dp_seed_filled(fields["strategy_params"])
     with transaction.atomic():
         experiment = Experiment.objects.create(name=name, **fields)
         spec = experiment_spec(experiment)

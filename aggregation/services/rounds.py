@@ -10,9 +10,12 @@ from django.utils import timezone
 
 from aggregation import events
 from aggregation.fl.registry import strategy_create
-from aggregation.fl.serde import params_dumps, params_loads, sha256_hex
-from aggregation.fl.strategy import AggregationError, FitRes
+from aggregation.fl import NDArrays
+from aggregation.fl.serde import dumps, loads, params_dumps, params_loads, sha256_hex
+from aggregation.fl.strategy import AggregationError, FitRes, Strategy
+from aggregation.fl.validation import validate_update
 from aggregation.models import Experiment, ModelVersion, Round
+from aggregation.services.experiments import experiment_spec
 
 logger = logging.getLogger("fedsite.rounds")
 
@@ -85,6 +88,35 @@ def round_fail(rnd: Round, reason: str) -> None:
     _finish_or_continue(rnd.experiment, rnd.base_version)
 
 
+def _strategy_restored(experiment: Experiment, base: ModelVersion) -> Strategy:
+    """The experiment's strategy with the state saved beside the base version (momentum, moments…)."""
+    strategy = strategy_create(experiment.strategy, experiment.strategy_params)
+    if base.strategy_state:
+        state, _ = loads(bytes(base.strategy_state))
+        strategy.load_state(state)
+    return strategy
+
+
+def _validated_results(experiment: Experiment, names: list[str], current: NDArrays,
+                       updates: list) -> tuple[list[FitRes], list[str]]:
+    """Updates that pass validation (clipped if so configured); the others get their reason recorded."""
+    results: list[FitRes] = []
+    failures: list[str] = []
+    for update in updates:
+        params, _ = params_loads(experiment_spec(experiment), bytes(update.parameters))
+        checked, reason = validate_update(params, current, max_norm=experiment.update_max_norm,
+                                          mode=experiment.update_norm_mode, names=names)
+        if checked is None:
+            update.rejected_reason = reason or "rejected"
+            update.save(update_fields=["rejected_reason"])
+            failures.append(f"node {update.node.node_id}: {update.rejected_reason}")
+            logger.warning("[%s] round %d: update from node %s rejected: %s", experiment.name,
+                           update.round.number, update.node.node_id, update.rejected_reason)
+            continue
+        results.append(FitRes(checked, update.num_examples, update.metrics))
+    return results, failures
+
+
 def round_aggregate(round_id: int) -> bool:
     """Aggregate an `aggregating` round into the next model version; idempotent (False = nothing to do)."""
     started = time.monotonic()
@@ -93,20 +125,23 @@ def round_aggregate(round_id: int) -> bool:
         if rnd is None or rnd.status != Round.Status.AGGREGATING:
             return False
         experiment = rnd.experiment
-        from aggregation.services.experiments import experiment_spec
-
         spec = experiment_spec(experiment)
-        updates = list(rnd.updates.select_related("node").order_by("node__node_id"))
+        updates = list(rnd.updates.select_related("node", "round").order_by("node__node_id"))
         try:
             current, _ = params_loads(spec, bytes(rnd.base_version.parameters))
-            results = [FitRes(params_loads(spec, bytes(u.parameters))[0], u.num_examples, u.metrics) for u in updates]
-            strategy = strategy_create(experiment.strategy, experiment.strategy_params)
-            new_params, metrics = strategy.aggregate_fit(rnd.number, current, results, [])
+            strategy = _strategy_restored(experiment, rnd.base_version)
+            results, failures = _validated_results(experiment, spec.names(), current, updates)
+            if not results:
+                round_fail(rnd, f"all {len(updates)} updates were rejected: {'; '.join(failures)}")
+                return True
+            new_params, metrics = strategy.aggregate_fit(rnd.number, current, results, failures)
         except (AggregationError, ValueError) as exc:
             round_fail(rnd, f"aggregation failed: {exc}")
             return True
         if new_params is None:
             new_params = current
+        metrics = {**metrics, "rejected": len(failures)}
+        state = strategy.state_dict()
         blob = params_dumps(spec, new_params)
         version = ModelVersion.objects.create(
             experiment=experiment,
@@ -117,8 +152,10 @@ def round_aggregate(round_id: int) -> bool:
             parent=rnd.base_version,
             round=rnd,
             contributors=[
-                {"node": u.node.node_id, "sha256": u.sha256, "num_examples": u.num_examples} for u in updates
+                {"node": u.node.node_id, "sha256": u.sha256, "num_examples": u.num_examples}
+                for u in updates if not u.rejected_reason
             ],
+            strategy_state=dumps(state) if state else b"",
         )
         rnd.status = Round.Status.CLOSED
         rnd.closed_at = timezone.now()

@@ -81,3 +81,34 @@ def test_openapi_schema_describes_the_api(api):
     schema = response.json()
     assert schema["openapi"].startswith("3.")
     assert "/api/rounds/{number}/updates" in schema["paths"] and "/api/nodes/register" in schema["paths"]
+
+
+def test_round_detail_lists_updates_with_norms_and_rejections(api, make_experiment, register, uploader):
+    make_experiment(update_max_norm=1e-3, total_nodes=2, min_nodes=2)
+    tokens = [register(n) for n in ("a", "b")]
+    uploader(tokens[0], 1, params_for(7), 4)
+    uploader(tokens[1], 1, [p * 2 for p in params_for(7)], 6)
+
+    detail = api.get("/api/rounds/1?experiment=exp").json()
+    missing = api.get("/api/rounds/9?experiment=exp")
+
+    assert detail["status"] == "closed" and detail["metrics"]["rejected"] == 1
+    by_node = {u["node_id"]: u for u in detail["updates"]}
+    assert by_node["a"]["delta_norm"] == 0 and by_node["a"]["rejected_reason"] is None
+    assert by_node["b"]["delta_norm"] > 1 and "limit" in by_node["b"]["rejected_reason"]
+    assert missing.status_code == 404 and missing.json()["error"] == "unknown_round"
+
+
+def test_the_admin_refuses_an_experiment_with_bad_strategy_params(admin_client, db):
+    response = admin_client.post("/admin/aggregation/experiment/add/", {
+        "name": "bad", "status": "running", "model_spec": '{"kind": "mlp", "layers": [10, 64, 1]}',
+        "strategy": "fedavg", "strategy_params": '{"nonsense": 1}', "total_nodes": 3, "min_nodes": 2,
+        "round_timeout_s": 60, "on_timeout": "fail", "max_rounds": 0, "epochs": 1, "learning_rate": 0.01,
+        "batch_size": 0, "seed": 0, "update_norm_mode": "reject",
+    })
+
+    assert response.status_code == 200  # the form again, with the error
+    assert b"nonsense" in response.content
+    from aggregation.models import Experiment
+
+    assert not Experiment.objects.filter(name="bad").exists()
