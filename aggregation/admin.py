@@ -5,7 +5,6 @@ from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 
 from aggregation.fl.registry import STRATEGIES
-
 from aggregation.models import Experiment, ModelVersion, Round, Update
 
 BLOB_HIDDEN = ("parameters",)

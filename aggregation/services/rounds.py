@@ -9,8 +9,8 @@ from django.db.models import Max, Q
 from django.utils import timezone
 
 from aggregation import events
-from aggregation.fl.registry import strategy_create
 from aggregation.fl import NDArrays
+from aggregation.fl.registry import strategy_create
 from aggregation.fl.serde import dumps, loads, params_dumps, params_loads, sha256_hex
 from aggregation.fl.strategy import AggregationError, FitRes, Strategy
 from aggregation.fl.validation import validate_update
