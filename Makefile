@@ -40,6 +40,7 @@ lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 
 test-sqlite: $(VENV)/.dev
+	scripts/services.sh packages
 	$(BIN)/python -m pytest
 
 test-postgres: $(VENV)/.dev

@@ -17,7 +17,8 @@ def main() -> None:
     if settings.RUN_AS == "node":
         if not settings.NODE_ID:
             sys.exit("RUN_AS=node needs NODE_ID (for example NODE_ID=1).")
-        call_command("runnode", "--id", settings.NODE_ID, "--server", settings.SERVER_ADDR, *sys.argv[1:])
+        server = ["--server", settings.SERVER_ADDR] if settings.SERVER_ADDR else []
+        call_command("runnode", "--id", settings.NODE_ID, *server, *sys.argv[1:])
         return
     call_command("migrate", interactive=False, verbosity=0)
     call_command("runserver", os.environ.get("FL_BIND", "0.0.0.0:5000"), "--noreload", *sys.argv[1:])

@@ -177,9 +177,11 @@ else:
 # --- Federation: the prototype's variables keep their meaning; FL_* are the new knobs.
 RUN_AS = envchoice("RUN_AS", "server", ("server", "node"))
 NODE_ID = envstr("NODE_ID")
-SERVER_ADDR = envstr("SERVER_ADDR", "http://127.0.0.1:5000")
+SERVER_ADDR = envstr("SERVER_ADDR")  # nodes: empty = find the server in etcd, else http://127.0.0.1:5000
 TOTAL_NODES = envint("TOTAL_NODES", 3, minimum=1)
 ETCD_ENDPOINTS = envstr("ETCD_ENDPOINTS")
+FL_ETCD_TTL_S = envint("FL_ETCD_TTL_S", 30, minimum=2)  # etcd lease TTL of nodes and the server; 2 is etcd's minimum
+FL_PUBLIC_URL = envstr("FL_PUBLIC_URL")  # this server's URL, registered under /fedlearn/server for nodes
 FL_EXPERIMENT = envstr("FL_EXPERIMENT", "default")
 FL_MIN_NODES = envint("FL_MIN_NODES", TOTAL_NODES // 2 + 1, minimum=1)
 FL_ROUND_TIMEOUT_S = envfloat("FL_ROUND_TIMEOUT_S", 300.0, minimum=0.1)

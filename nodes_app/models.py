@@ -30,7 +30,11 @@ class Node(models.Model):
     @property
     def status(self) -> str:
         """online / stale / offline, derived from the last contact (no stored flag to drift)."""
-        if self.discovery_alive is False or self.last_seen is None:
+        if self.discovery_alive is False:
+            return "offline"
+        if self.discovery_alive:  # a live etcd lease is kept by the running node process
+            return "online"
+        if self.last_seen is None:
             return "offline"
         age = timezone.now() - self.last_seen
         if age <= timedelta(seconds=settings.FL_NODE_STALE_S):

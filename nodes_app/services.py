@@ -90,6 +90,17 @@ def node_register(*, node_id: str, address: str, enrollment_token: str | None,
                 last_seen=timezone.now(),
             )
     except IntegrityError:
+        # A node seen in etcd before it enrolled has a row with an unusable token: its first
+        # enrollment claims that row.
+        from nodes_app.discovery_services import UNUSABLE_TOKEN_PREFIX
+
+        claimed = Node.objects.filter(
+            node_id=node_id, source=Node.Source.ETCD, token_hash__startswith=UNUSABLE_TOKEN_PREFIX
+        ).update(token_hash=token_hash(token), source=Node.Source.API, last_seen=timezone.now(),
+                 **({"address": address} if address else {}))
+        if claimed:
+            logger.info("node %s enrolled (it was known from etcd)", node_id)
+            return Node.objects.get(node_id=node_id), token
         raise ApplicationError(
             "node_exists", f"Node {node_id} is already registered; authenticate with its token to update it.", 409
         ) from None

@@ -39,9 +39,23 @@ redis() {
   echo "redis: redis://127.0.0.1:6379/0"
 }
 
+# Debian packages whose binaries the tests start themselves (redis-server, etcd, a headless browser).
+packages() {
+  local missing=()
+  command -v redis-server >/dev/null || missing+=(redis-server)
+  command -v etcd >/dev/null || missing+=(etcd-server etcd-client)
+  command -v chromium >/dev/null || missing+=(chromium)
+  command -v npm >/dev/null || missing+=(npm)
+  if ((${#missing[@]})); then
+    echo "installing ${missing[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
 case "${1:-}" in
   postgres) postgres ;;
   redis) redis ;;
+  packages) packages ;;
   all) postgres; redis ;;
-  *) echo "usage: $0 postgres|redis|all" >&2; exit 2 ;;
+  *) echo "usage: $0 postgres|redis|packages|all" >&2; exit 2 ;;
 esac

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from nodes_app.client import ServerClient
@@ -16,6 +18,8 @@ from nodes_app.runner import NodeRunner, RegistrationError
 
 # An upload in flight gets this long to finish after a stop signal; a long-poll is simply abandoned.
 STOP_GRACE_S = 5.0
+DEFAULT_SERVER = "http://127.0.0.1:5000"
+logger = logging.getLogger("fedsite.node")
 
 
 class Command(BaseCommand):
@@ -24,8 +28,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         env = os.environ.get
         parser.add_argument("--id", dest="node_id", default=env("NODE_ID"), help="Node id (env NODE_ID).")
-        parser.add_argument("--server", default=env("SERVER_ADDR", "http://127.0.0.1:5000"),
-                            help="Server base URL (env SERVER_ADDR).")
+        parser.add_argument("--server", default=env("SERVER_ADDR") or None,
+                            help=f"Server base URL (env SERVER_ADDR); without it the node finds the server in etcd "
+                                 f"when ETCD_ENDPOINTS is set, else uses {DEFAULT_SERVER}.")
         parser.add_argument("--host", default="127.0.0.1", help="Interface for the node's own API.")
         parser.add_argument("--port", type=int, default=None,
                             help="Port for the node's API; default 8001 + id, 0 picks a free port.")
@@ -50,7 +55,9 @@ class Command(BaseCommand):
             port = 8001 + int(node_id)
         if options["samples"] < 1:
             raise CommandError("--samples must be at least 1")
-        client = ServerClient(options["server"])
+        etcd_endpoints = _etcd_endpoints()
+        find_server = not options["server"] and bool(etcd_endpoints)
+        client = ServerClient(options["server"] or ("" if find_server else DEFAULT_SERVER))
         runner = NodeRunner(
             node_id, client, Path(options["state_dir"] or Path("var") / "nodes" / node_id),
             seed=options["seed"], samples=options["samples"], poll_wait=options["poll_wait"],
@@ -61,13 +68,15 @@ class Command(BaseCommand):
         except OSError as exc:
             raise CommandError(f"cannot listen on {options['host']}:{port}: {exc}") from None
         runner.address = options["advertise_url"] or f"http://{options['host']}:{server.server_port}"
+        etcd, follower = _etcd_start(etcd_endpoints, runner, client, find_server)
         stop = runner.stop
         restore = _install_signal_handlers(stop)
         failure: list[BaseException] = []
 
         def loop() -> None:
             try:
-                runner.run(stop)
+                if follower is None or follower.wait(stop):
+                    runner.run(stop)
             except BaseException as exc:  # handed to the main thread, which reports it
                 failure.append(exc)
             finally:
@@ -82,6 +91,8 @@ class Command(BaseCommand):
             worker.join(STOP_GRACE_S)
         finally:
             restore()
+            if etcd is not None:
+                etcd.stop()  # revokes the node's lease: it leaves etcd at once, not a TTL later
             server.shutdown()
             client.close()
         if failure:
@@ -101,3 +112,30 @@ def _install_signal_handlers(stop: threading.Event) -> Any:
             signal.signal(sig, handler)
 
     return restore
+
+
+# --- etcd discovery (nodes_app/discovery/), only with ETCD_ENDPOINTS set ---------------------------
+def _etcd_endpoints() -> list[Any]:
+    if not settings.ETCD_ENDPOINTS:
+        logger.info("etcd discovery is off (ETCD_ENDPOINTS is not set)")
+        return []
+    from nodes_app import discovery  # grpc is only loaded when discovery is on
+
+    try:
+        return discovery.endpoints_parse(settings.ETCD_ENDPOINTS)
+    except ValueError as exc:
+        raise CommandError(f"ETCD_ENDPOINTS: {exc}") from None
+
+
+def _etcd_start(endpoints: list[Any], runner: NodeRunner, client: ServerClient, find_server: bool) -> tuple[Any, Any]:
+    """Register the node in etcd once the server has accepted it; follow the server's URL if asked."""
+    if not endpoints:
+        return None, None
+    from nodes_app import discovery
+
+    follower = discovery.ServerFollower(lambda url: setattr(client, "base_url", url)) if find_server else None
+    # Registered only after enrollment: a key seen first would create an etcd-only row, and the
+    # node's own enrollment would then be refused as a duplicate.
+    thread = discovery.node_discovery_start(endpoints, runner.node_id, runner.address, settings.FL_ETCD_TTL_S,
+                                            ready=lambda: runner.registered, follower=follower)
+    return thread, follower
