@@ -5,6 +5,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 PG_TEST_URL ?= postgres://fedsite:fedsite@127.0.0.1:5432/fedsite
+# The dashboard's charting library, from npm (package-lock.json), served by Django: no CDN.
+VENDOR := static/vendor/chart.umd.min.js
 
 .PHONY: demo test test-sqlite test-postgres lint run services worker clean
 
@@ -20,12 +22,15 @@ $(VENV)/.dev: requirements/dev.txt requirements/base.txt | $(BIN)/python
 	$(BIN)/pip install -q -r requirements/dev.txt
 	touch $(VENV)/.base $@
 
+$(VENDOR): package.json package-lock.json scripts/build_static.sh
+	scripts/build_static.sh
+
 ## demo: a server and 3 nodes on this machine (SQLite, no services); prints the loss per round
-demo: $(VENV)/.base
+demo: $(VENV)/.base $(VENDOR)
 	DEBUG=1 $(BIN)/python manage.py demo $(DEMO_ARGS)
 
 ## run: the server alone on 0.0.0.0:5000, embedded mode
-run: $(VENV)/.base
+run: $(VENV)/.base $(VENDOR)
 	DEBUG=1 $(BIN)/python manage.py migrate
 	DEBUG=1 $(BIN)/python manage.py runserver 0.0.0.0:5000
 
@@ -39,13 +44,13 @@ test: lint test-sqlite test-postgres
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 
-test-sqlite: $(VENV)/.dev
+test-sqlite: $(VENV)/.dev $(VENDOR)
 	scripts/services.sh packages
 	$(BIN)/python -m pytest
 
-test-postgres: $(VENV)/.dev
+test-postgres: $(VENV)/.dev $(VENDOR)
 	scripts/services.sh postgres
 	DATABASE_URL=$(PG_TEST_URL) $(BIN)/python -m pytest tests/integration
 
 clean:
-	rm -rf $(VENV) var staticfiles .pytest_cache
+	rm -rf $(VENV) var static/vendor node_modules .pytest_cache

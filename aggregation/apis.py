@@ -4,11 +4,13 @@ import time
 from django.conf import settings
 from django.http import HttpResponse
 from drf_spectacular.utils import extend_schema
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from aggregation import events, metrics, parsing, selectors, services
+from aggregation.dashboard import dashboard_access_allowed, dashboard_snapshot
 from aggregation.fl.model import flatten
 from aggregation.fl.serde import params_loads
 from aggregation.models import Experiment
@@ -198,7 +200,11 @@ class ModelParamsApi(APIView):
 
 
 class DashboardSnapshotApi(APIView):
-    """The dashboard's data in one call (its polling fallback)."""
+    """The dashboard's data in one call (its polling fallback); behind a login with FL_DASHBOARD_LOGIN_REQUIRED."""
+
+    authentication_classes = [SessionAuthentication]
 
     def get(self, request: Request) -> Response:
-        return Response(selectors.dashboard_snapshot(request.query_params.get("experiment")))
+        if not dashboard_access_allowed(request.user):
+            raise ApplicationError("login_required", "The dashboard needs a login; sign in at /admin/login/.", 403)
+        return Response(dashboard_snapshot(request.query_params.get("experiment")))

@@ -124,24 +124,3 @@ def rounds_history(experiment: Experiment, limit: int = 1000) -> list[dict[str, 
     )
     return [round_summary(r) for r in reversed(list(rounds))]
 
-
-def dashboard_snapshot(experiment_name: str | None = None) -> dict[str, Any]:
-    """Everything the dashboard shows, in one read."""
-    from django.conf import settings
-
-    from nodes_app.apis import node_payload
-    from nodes_app.models import Node
-
-    experiment = experiment_get(experiment_name)
-    latest = model_version_latest(experiment)
-    nodes = Node.objects.annotate(last_round=Max("updates__round__number")).order_by("node_id")
-    return {
-        "mode": settings.FL_MODE,
-        "experiment": {"name": experiment.name, "strategy": experiment.strategy, "status": experiment.status,
-                       "total_nodes": experiment.total_nodes, "min_nodes": experiment.min_nodes,
-                       "max_rounds": experiment.max_rounds},
-        "round": round_state(experiment),
-        "nodes": [node_payload(n, n.last_round) for n in nodes],
-        "rounds": rounds_history(experiment, limit=200),
-        "model": {"version": latest.version, "sha256": latest.sha256, "size": latest.size},
-    }

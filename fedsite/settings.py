@@ -43,6 +43,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Serves /static/ from this process in every mode (runserver serves it only with DEBUG=1).
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -104,8 +106,10 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
+# WhiteNoise serves the files where runserver finds them (static/ and the apps), scanned once at
+# start: no collectstatic step and no STATIC_ROOT.
+WHITENOISE_USE_FINDERS = True
 
 # Uploads of model parameters can be large; one limit guards every body read.
 FL_MAX_UPDATE_BYTES = envint("FL_MAX_UPDATE_BYTES", 128 * 1024 * 1024, minimum=1024)
@@ -211,6 +215,7 @@ FL_EMBEDDED_SWEEPER = envbool("FL_EMBEDDED_SWEEPER", True)
 FL_LONGPOLL_MAX_S = envfloat("FL_LONGPOLL_MAX_S", 30.0, minimum=0.0)
 FL_NODE_STALE_S = envfloat("FL_NODE_STALE_S", 60.0, minimum=1.0)
 FL_NODE_OFFLINE_S = envfloat("FL_NODE_OFFLINE_S", 300.0, minimum=1.0)
+FL_DASHBOARD_LOGIN_REQUIRED = envbool("FL_DASHBOARD_LOGIN_REQUIRED", False)
 
 LOG_LEVEL = envstr("LOG_LEVEL", "INFO").upper()
 LOGGING = {

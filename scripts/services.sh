@@ -45,7 +45,6 @@ packages() {
   command -v redis-server >/dev/null || missing+=(redis-server)
   command -v etcd >/dev/null || missing+=(etcd-server etcd-client)
   command -v chromium >/dev/null || missing+=(chromium)
-  command -v npm >/dev/null || missing+=(npm)
   if ((${#missing[@]})); then
     echo "installing ${missing[*]}"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null

@@ -1,72 +1,132 @@
-// Live dashboard: a websocket snapshot plus events; falls back to polling when the socket drops.
-// Every value from the server is written with textContent, never as HTML.
-(function () {
-  "use strict";
-  const $ = (id) => document.getElementById(id);
-  let pollTimer = null;
+// Live dashboard: a websocket snapshot plus events pushed on commit; polls /api/dashboard while the
+// socket is down and reconnects with backoff.
+import { Charts } from "./charts.js";
+import { banner, connection, render, tick } from "./render.js";
 
-  function text(id, value) { $(id).textContent = value == null ? "" : String(value); }
+const experiment = new URLSearchParams(location.search).get("experiment");
+const query = experiment ? "?experiment=" + encodeURIComponent(experiment) : "";
+const SNAPSHOT_URL = "/api/dashboard" + query;
+const SOCKET_URL = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws/dashboard/" + query;
+const POLL_MS = 3000;
+const MAX_BACKOFF_MS = 30000;
 
-  function row(cells, cls) {
-    const tr = document.createElement("tr");
-    cells.forEach((value, i) => {
-      const td = document.createElement("td");
-      td.textContent = value == null ? "" : String(value);
-      if (cls && cls[i]) td.className = cls[i];
-      tr.appendChild(td);
-    });
-    return tr;
+const charts = new Charts();
+let state = null;
+let clockOffsetMs = 0; // server time minus this browser's time, so statuses follow the server's clock
+let live = false;
+let requested = 0;
+let applied = 0;
+let refreshTimer = null;
+let pollTimer = null;
+
+const serverNow = () => Date.now() + clockOffsetMs;
+
+function show(snapshot) {
+  clockOffsetMs = Date.parse(snapshot.server.now) - Date.now();
+  state = snapshot;
+  banner(null);
+  render(state, serverNow());
+  charts.update(state);
+}
+
+// Responses can overtake each other; only a newer request may replace what is shown.
+async function refresh() {
+  const id = ++requested;
+  try {
+    const response = await fetch(SNAPSHOT_URL, { headers: { Accept: "application/json" } });
+    const body = await response.json();
+    if (id < applied) return;
+    applied = id;
+    if (response.ok) {
+      show(body);
+      if (!live) connection("polling", "polling");
+    } else if (body.error === "login_required") {
+      const next = encodeURIComponent(location.pathname + location.search);
+      banner("This dashboard needs a login.", { href: "/admin/login/?next=" + next, text: "Log in" });
+    } else {
+      banner(body.detail || "The server answered " + response.status + ".");
+    }
+  } catch (e) {
+    if (!live) connection("down", "server unreachable");
   }
+}
 
-  function render(s) {
-    text("server-status", s.experiment.status === "running" ? "running" : s.experiment.status);
-    text("mode", s.mode + " mode");
-    text("experiment", s.experiment.name);
-    text("strategy", s.experiment.strategy + ", " + s.experiment.total_nodes + " nodes per round");
-    const r = s.round;
-    text("round-number", "Round " + r.number + " (" + r.status + ")");
-    text("round-progress", r.progress.received + " of " + r.progress.required + " updates: " + r.progress.nodes.join(", "));
-    text("round-deadline", r.deadline ? "deadline " + new Date(r.deadline).toLocaleTimeString() : "");
-    text("model-version", "v" + s.model.version + " · " + s.model.size + " bytes");
-    text("model-sha", s.model.sha256);
-    $("model-download").href = "/api/models/" + s.model.version + "/download";
-    $("model-json").href = "/api/models/" + s.model.version + "/download?format=json";
-    const nodes = $("nodes").querySelector("tbody");
-    nodes.replaceChildren(...s.nodes.map((n) => row(
-      [n.node_id, n.address, n.status, n.last_seen ? new Date(n.last_seen).toLocaleTimeString() : "never", n.last_round, n.source],
-      [null, null, n.status])));
-    const rounds = $("rounds").querySelector("tbody");
-    rounds.replaceChildren(...s.rounds.slice().reverse().map((x) => row([
-      x.number, x.status, x.updates, x.metrics && x.metrics.loss != null ? Number(x.metrics.loss).toFixed(5) : "",
-      x.model_version != null ? "v" + x.model_version : "", x.duration_s != null ? x.duration_s.toFixed(2) : ""])));
+// At most one fetch per quarter second, however fast events come (a steady stream must not starve it).
+function refreshSoon() {
+  if (refreshTimer) return;
+  refreshTimer = setTimeout(() => { refreshTimer = null; refresh(); }, 250);
+}
+
+// Live: a slow refresh still picks up registrations and last contacts, which send no event.
+function schedulePoll() {
+  clearTimeout(pollTimer);
+  const staleMs = state ? state.thresholds.stale_s * 1000 : 60000;
+  const every = live ? Math.min(15000, Math.max(2000, staleMs / 2)) : POLL_MS;
+  pollTimer = setTimeout(async () => { await refresh(); schedulePoll(); }, every);
+}
+
+// Apply what an event says at once, then fetch the full picture.
+function apply(event) {
+  if (!state || (event.experiment && event.experiment !== state.experiment.name)) return;
+  const d = event.data || {};
+  if (event.event === "update.received" && d.round === state.round.number) {
+    const p = state.round.progress;
+    p.received = d.received;
+    if (!p.nodes.includes(d.node)) p.nodes.push(d.node);
+    const node = state.nodes.find((n) => n.node_id === d.node);
+    if (node) { node.last_seen = new Date(serverNow()).toISOString(); node.last_round = d.round; }
+  } else if (event.event === "round.opened") {
+    Object.assign(state.round, { number: d.round, status: "open", model_version: d.model_version });
+    Object.assign(state.round.progress, { received: 0, nodes: [] });
+  } else if (event.event === "round.closed" || event.event === "round.failed") {
+    if (d.round === state.round.number) state.round.status = event.event === "round.closed" ? "closed" : "failed";
+  } else if (event.event === "round.extended" && d.round === state.round.number) {
+    state.round.deadline = d.deadline;
+  } else if (event.event.startsWith("node.")) {
+    // Discovery pushes (etcd lease seen or lost) carry the node's fields; a new node comes with the fetch.
+    const node = state.nodes.find((n) => n.node_id === d.node_id);
+    if (node) {
+      for (const key of ["address", "source", "discovery_alive"]) if (key in d) node[key] = d[key];
+    }
   }
+  render(state, serverNow());
+  refreshSoon();
+}
 
-  async function refresh() {
-    try {
-      const response = await fetch("/api/dashboard", { headers: { Accept: "application/json" } });
-      if (response.ok) render(await response.json());
-    } catch (e) { /* the next poll or the websocket will catch up */ }
-  }
+// Live means the server sent a snapshot on this socket, not merely that a socket opened.
+function connect(delay) {
+  const ws = new WebSocket(SOCKET_URL);
+  ws.onmessage = (msg) => {
+    const message = JSON.parse(msg.data);
+    if (message.event === "snapshot") {
+      show(message.data);
+      if (!live) {
+        live = true;
+        delay = 1000;
+        connection("live", "live");
+        schedulePoll();
+      }
+    } else if (message.event === "error") {
+      banner(message.data.detail);
+    } else {
+      apply(message);
+    }
+  };
+  ws.onclose = () => {
+    const wasLive = live;
+    live = false;
+    if (wasLive) {
+      connection("polling", "reconnecting…");
+      refresh();
+    }
+    schedulePoll();
+    const wait = delay + Math.random() * 500;
+    setTimeout(() => connect(Math.min(delay * 2, MAX_BACKOFF_MS)), wait);
+  };
+}
 
-  function poll(on) {
-    if (on && !pollTimer) pollTimer = setInterval(refresh, 3000);
-    if (!on && pollTimer) { clearInterval(pollTimer); pollTimer = null; }
-  }
-
-  function connect(delay) {
-    const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws/dashboard/");
-    ws.onopen = () => { $("connection").textContent = "live"; $("connection").className = "badge live"; poll(false); delay = 1000; };
-    ws.onmessage = (msg) => {
-      const data = JSON.parse(msg.data);
-      if (data.event === "snapshot") render(data.data); else refresh();
-    };
-    ws.onclose = () => {
-      $("connection").textContent = "polling"; $("connection").className = "badge polling";
-      poll(true);
-      setTimeout(() => connect(Math.min(delay * 2, 30000)), delay);
-    };
-  }
-
-  refresh();
-  connect(1000);
-})();
+setInterval(() => { if (state) tick(state, serverNow()); }, 1000);
+refresh();
+connect(1000);
+// For people and tests poking at the page from the console.
+window.fedsite = { state: () => state, charts, isLive: () => live };

@@ -1,0 +1,164 @@
+"""The dashboard's read side: who may see it, and one snapshot with the round, nodes, charts and global model."""
+import math
+import threading
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.db.models import Count, Max
+from django.utils import timezone
+
+from aggregation.fl.serde import params_loads
+from aggregation.models import Experiment, ModelVersion, Update
+from aggregation.selectors import experiment_get, round_state, rounds_history
+from aggregation.services import experiment_spec
+from nodes_app.models import Node
+
+HISTORY_ROUNDS = 200
+HISTOGRAM_BINS = 40
+
+# Versions are append-only, so a summary keyed by sha256 never goes stale; the bound keeps memory flat.
+_SUMMARY_CACHE_SIZE = 16
+_summaries: "OrderedDict[str, dict[str, Any]]" = OrderedDict()
+_summaries_lock = threading.Lock()
+
+
+def dashboard_login_required() -> bool:
+    return bool(getattr(settings, "FL_DASHBOARD_LOGIN_REQUIRED", False))
+
+
+def dashboard_access_allowed(user: Any) -> bool:
+    """True when the dashboard is open to everyone, or `user` (Django's or Channels' scope user) is logged in."""
+    if not dashboard_login_required():
+        return True
+    return bool(user is not None and getattr(user, "is_authenticated", False) and getattr(user, "is_active", False))
+
+
+def parameter_summary(names: list[str], params: list[np.ndarray], bins: int = HISTOGRAM_BINS) -> dict[str, Any]:
+    """Mean, standard deviation and L2 norm per tensor, and one histogram of every parameter.
+
+    One tensor at a time in float64, never all of them concatenated: a large model costs one layer's copy.
+    """
+    layers = []
+    lo, hi = np.inf, -np.inf
+    for name, arr in zip(names, params, strict=True):
+        values = np.asarray(arr, dtype=np.float64).ravel()
+        layers.append({"name": name, "shape": list(np.shape(arr)), "count": int(values.size),
+                       "mean": float(values.mean()) if values.size else 0.0,
+                       "std": float(values.std()) if values.size else 0.0,
+                       "norm": float(np.linalg.norm(values))})
+        if values.size:
+            lo, hi = min(lo, float(values.min())), max(hi, float(values.max()))
+    edges, counts = np.zeros(0), np.zeros(0, dtype=np.int64)
+    if lo <= hi:  # at least one parameter
+        edges = np.histogram_bin_edges([lo, hi], bins=bins)
+        counts = sum(np.histogram(np.asarray(arr, dtype=np.float64), bins=edges)[0] for arr in params)
+    return {
+        "layers": layers,
+        "count": sum(layer["count"] for layer in layers),
+        "norm": math.sqrt(sum(layer["norm"] ** 2 for layer in layers)),
+        "histogram": {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]},
+    }
+
+
+def model_summary(experiment: Experiment, version: ModelVersion) -> dict[str, Any]:
+    """The parameter summary of `version`, computed once per distinct model and then served from memory."""
+    with _summaries_lock:
+        cached = _summaries.get(version.sha256)
+        if cached is not None:
+            _summaries.move_to_end(version.sha256)
+            return cached
+    spec = experiment_spec(experiment)
+    blob = ModelVersion.objects.filter(pk=version.pk).values_list("parameters", flat=True).get()
+    params, _ = params_loads(spec, bytes(blob))
+    summary = parameter_summary(spec.names(), params)
+    with _summaries_lock:
+        _summaries[version.sha256] = summary
+        while len(_summaries) > _SUMMARY_CACHE_SIZE:
+            _summaries.popitem(last=False)
+    return summary
+
+
+def _numeric(value: Any) -> float | None:
+    """A finite float for the charts, or None for anything else a node may have put in its metrics."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer too large for a float
+        return None
+    return number if math.isfinite(number) else None
+
+
+def charts_data(experiment: Experiment, rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Series aligned on the round numbers of `rounds`: the model metrics, and each node's update norm and loss.
+
+    A round metric is charted when nodes report it (loss, evaluation metrics); what the server adds to a
+    round's metrics (counts of updates, examples, rejections, timing) is left to the history table.
+    """
+    numbers = [r["number"] for r in rounds]
+    index = {n: i for i, n in enumerate(numbers)}
+    nodes: dict[str, dict[str, list[float | None]]] = {}
+    reported: set[str] = set()
+    if numbers:
+        updates = (Update.objects.filter(round__experiment=experiment, round__number__gte=numbers[0])
+                   .order_by("round__number", "node__node_id")
+                   .values_list("round__number", "node__node_id", "delta_norm", "metrics"))
+        for number, node_id, delta_norm, metrics in updates:
+            if number not in index:
+                continue
+            metrics = metrics if isinstance(metrics, dict) else {}
+            reported.update(metrics)
+            series = nodes.setdefault(node_id, {"delta_norm": [None] * len(numbers), "loss": [None] * len(numbers)})
+            series["delta_norm"][index[number]] = _numeric(delta_norm)
+            series["loss"][index[number]] = _numeric(metrics.get("loss"))
+    closed = [r["metrics"] if r["status"] == "closed" and isinstance(r["metrics"], dict) else {} for r in rounds]
+    names = sorted({k for m in closed for k, v in m.items() if k in reported and _numeric(v) is not None})
+    round_metrics = {name: [_numeric(m.get(name)) for m in closed] for name in names}
+    return {"rounds": numbers, "round_metrics": round_metrics, "nodes": nodes}
+
+
+def nodes_table() -> list[dict[str, Any]]:
+    nodes = Node.objects.annotate(last_round=Max("updates__round__number"), num_updates=Count("updates"))
+    return [
+        {
+            "node_id": n.node_id,
+            "address": n.address,
+            "status": n.status,
+            "last_seen": n.last_seen.isoformat() if n.last_seen else None,
+            "last_round": n.last_round,
+            "updates": n.num_updates,
+            "source": n.source,
+            "discovery_alive": n.discovery_alive,
+        }
+        for n in nodes.order_by("node_id")
+    ]
+
+
+def dashboard_snapshot(experiment_name: str | None = None) -> dict[str, Any]:
+    """Everything the dashboard shows, in one read."""
+    experiment = experiment_get(experiment_name)
+    latest = experiment.versions.defer("parameters", "strategy_state").order_by("-version").first()
+    rounds = rounds_history(experiment, limit=HISTORY_ROUNDS)
+    url = f"/api/models/{latest.version}"
+    query = "" if experiment_name is None else f"?experiment={experiment.name}"
+    return {
+        "server": {"status": "running", "mode": settings.FL_MODE, "now": timezone.now().isoformat()},
+        "experiment": {"name": experiment.name, "strategy": experiment.strategy, "status": experiment.status,
+                       "total_nodes": experiment.total_nodes, "min_nodes": experiment.min_nodes,
+                       "max_rounds": experiment.max_rounds, "round_timeout_s": experiment.round_timeout_s,
+                       "on_timeout": experiment.on_timeout},
+        "round": round_state(experiment),
+        "thresholds": {"stale_s": settings.FL_NODE_STALE_S, "offline_s": settings.FL_NODE_OFFLINE_S},
+        "nodes": nodes_table(),
+        "rounds": rounds,
+        "charts": charts_data(experiment, rounds),
+        "model": {
+            "version": latest.version, "sha256": latest.sha256, "size": latest.size,
+            "created_at": latest.created_at.isoformat(),
+            "download": {"safetensors": f"{url}/download{query}",
+                         "json": f"{url}/download{query}{'&' if query else '?'}format=json"},
+            "summary": model_summary(experiment, latest),
+        },
+    }
