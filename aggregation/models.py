@@ -16,6 +16,10 @@ class Experiment(models.Model):
         REJECT = "reject", "reject updates beyond the bound"
         CLIP = "clip", "clip updates to the bound"
 
+    class StopOp(models.TextChoices):
+        AT_LEAST = ">=", "at least (accuracy)"
+        AT_MOST = "<=", "at most (loss)"
+
     name = models.SlugField(max_length=64, unique=True)
     model_spec = models.JSONField(default=dict)
     strategy = models.CharField(max_length=32, default="fedavg")
@@ -33,7 +37,23 @@ class Experiment(models.Model):
         null=True, blank=True, help_text="Bound on ||update − model||₂ checked before aggregation; empty: none."
     )
     update_norm_mode = models.CharField(max_length=8, choices=NormMode.choices, default=NormMode.REJECT)
+    # Early stop: the run finishes once round metric `stop_metric` (e.g. val_accuracy, test_accuracy,
+    # loss) is `stop_op` `stop_threshold` in `stop_patience` closed rounds in a row.
+    stop_metric = models.CharField(max_length=64, blank=True, default="",
+                                   help_text="Round metric that ends the run early, e.g. val_accuracy; empty: none.")
+    stop_op = models.CharField(max_length=2, choices=StopOp.choices, default=StopOp.AT_LEAST)
+    stop_threshold = models.FloatField(null=True, blank=True)
+    stop_patience = models.PositiveIntegerField(default=1, help_text="Closed rounds in a row the condition must hold.")
+    server_eval = models.CharField(
+        max_length=500, blank=True, default="",
+        help_text="Test set the server scores every new model on: digits, breast_cancer, wine, iris, diabetes or "
+                  "csv:PATH; empty: none.",
+    )
+    server_eval_target = models.CharField(max_length=200, blank=True, default="",
+                                          help_text="Label column of a csv: test set (default: the last column).")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
+    finish_reason = models.CharField(max_length=300, blank=True, default="",
+                                     help_text="Why the run finished: max_rounds, or the stop condition that held.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -46,6 +66,7 @@ class Experiment(models.Model):
         """Refuse a strategy or model the server could not run, with the reason, in the admin too."""
         from django.core.exceptions import ValidationError
 
+        from aggregation.datasets import BUILTIN
         from aggregation.fl.model import MLPSpec
         from aggregation.fl.registry import strategy_create
 
@@ -58,6 +79,10 @@ class Experiment(models.Model):
             MLPSpec.from_dict(self.model_spec)
         except (ValueError, TypeError) as exc:
             errors["model_spec"] = str(exc)
+        if self.stop_metric and self.stop_threshold is None:
+            errors["stop_threshold"] = "A stop metric needs a threshold."
+        if self.server_eval and not (self.server_eval.startswith("csv:") or self.server_eval in BUILTIN):
+            errors["server_eval"] = f"Choose one of {', '.join(BUILTIN)} or csv:PATH."
         if self.min_nodes > self.total_nodes:
             errors["min_nodes"] = "The quorum cannot be larger than total_nodes."
         if errors:

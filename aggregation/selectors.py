@@ -74,7 +74,8 @@ def round_state(experiment: Experiment) -> dict[str, Any]:
             "min_nodes": experiment.min_nodes,
             "nodes": nodes,
         },
-        "run": {"status": experiment.status, "max_rounds": experiment.max_rounds, "model_version": latest.version},
+        "run": {"status": experiment.status, "max_rounds": experiment.max_rounds, "model_version": latest.version,
+                "finish_reason": experiment.finish_reason},
         "model_spec": experiment.model_spec,
         "strategy": experiment.strategy,
     }

@@ -200,6 +200,12 @@ FL_LEARNING_RATE = envfloat("FL_LEARNING_RATE", 0.01, minimum=0.0)
 FL_BATCH_SIZE = envint("FL_BATCH_SIZE", 0, minimum=0)
 FL_UPDATE_MAX_NORM = envfloat("FL_UPDATE_MAX_NORM", 0.0, minimum=0.0) or None  # 0 / unset: no bound
 FL_UPDATE_NORM_MODE = envchoice("FL_UPDATE_NORM_MODE", "reject", ("reject", "clip"))
+# Real data (README "Real data"): the default experiment's task, server-side test set and stop condition.
+FL_MODEL_TASK = envchoice("FL_MODEL_TASK", "regression", ("regression", "classification"))
+FL_SERVER_EVAL = envstr("FL_SERVER_EVAL").strip()  # digits | breast_cancer | wine | iris | diabetes | csv:PATH
+FL_SERVER_EVAL_TARGET = envstr("FL_SERVER_EVAL_TARGET").strip()  # label column of a csv: test set
+FL_STOP_WHEN = envstr("FL_STOP_WHEN").strip()  # e.g. val_accuracy>=0.95 or loss<=0.05; empty: max_rounds only
+FL_STOP_PATIENCE = envint("FL_STOP_PATIENCE", 1, minimum=1)
 FL_ENROLLMENT_TOKEN = envstr("FL_ENROLLMENT_TOKEN")
 FL_METRICS_TOKEN = envstr("FL_METRICS_TOKEN")
 FL_SWEEP_INTERVAL_S = envfloat("FL_SWEEP_INTERVAL_S", 2.0 if REDIS_URL else 0.5, minimum=0.05)

@@ -14,20 +14,25 @@ from typing import Any
 
 import numpy as np
 
+from aggregation.datasets import NodeData
 from aggregation.fl import NDArrays
 from aggregation.fl.data import synthetic_regression
-from aggregation.fl.model import MLPSpec, forward, init_parameters, loss, train, unflatten
+from aggregation.fl.model import MLPSpec, forward, init_parameters, unflatten
 from aggregation.fl.serde import SerdeError, check_finite, params_dumps, params_loads, sha256_hex
 from nodes_app.client import Backoff, ServerClient, ServerRejected, ServerUnavailable
+from nodes_app.training import DEFAULT_CONFIG, data_check, fit, fit_and_evaluate
 
 logger = logging.getLogger("fedsite.node")
 
 PROBLEM_DELAY = 10.0
-DEFAULT_CONFIG = {"epochs": 10, "learning_rate": 0.01, "batch_size": 0}
 
 
 class RegistrationError(Exception):
     """The server will not let this node in; retrying cannot fix it."""
+
+
+class DataMismatch(RegistrationError):
+    """The node's data cannot train the experiment's model (features, task, classes); retrying cannot fix it."""
 
 
 def default_seed(node_id: str) -> int:
@@ -41,8 +46,12 @@ class NodeRunner:
     def __init__(self, node_id: str, client: ServerClient, state_dir: Path | str, *, address: str = "",
                  seed: int | None = None, samples: int = 100, poll_wait: float = 25.0,
                  enrollment_token: str | None = None, keep_serving: bool = False,
-                 min_poll_interval: float = 1.0, sleep: Callable[[float], Any] | None = None) -> None:
+                 min_poll_interval: float = 1.0, sleep: Callable[[float], Any] | None = None,
+                 data: NodeData | None = None) -> None:
         self.node_id, self.client, self.address = node_id, client, address
+        # Local data: a real data set's partition, or None for the prototype's synthetic regression.
+        self.data = data
+        self._checked_spec: MLPSpec | None = None
         self.token_path = Path(state_dir) / "token"
         self.seed = default_seed(node_id) if seed is None else seed
         self.samples, self.poll_wait, self.keep_serving = samples, poll_wait, keep_serving
@@ -64,7 +73,10 @@ class NodeRunner:
 
     def _set_spec(self, spec: MLPSpec) -> None:
         self.spec = spec
-        self.x, self.y = synthetic_regression(self.seed, n=self.samples, features=spec.layers[0])
+        if self.data is None:
+            self.x, self.y = synthetic_regression(self.seed, n=self.samples, features=spec.layers[0])
+        else:
+            self.x, self.y = self.data.x_train, self.data.y_train
         self.params: NDArrays = init_parameters(spec, self.seed)
         self.model_version: Any = None
         self.model_sha256 = sha256_hex(params_dumps(spec, self.params))
@@ -164,24 +176,38 @@ class NodeRunner:
             self.params = [np.array(p, dtype=np.float32) for p in params]
             self.model_version, self.model_sha256 = version, sha
 
+    def _check_data(self) -> None:
+        """Refuse to train when the local data does not fit the experiment's model: say why, then stop."""
+        if self.data is None or self._checked_spec == self.spec:
+            return
+        try:
+            data_check(self.spec, self.data)
+        except ValueError as exc:
+            logger.error("node %s refused: %s", self.node_id, exc)
+            raise DataMismatch(f"node {self.node_id} cannot take part: {exc}") from None
+        self._checked_spec = self.spec
+        logger.info("node %s: %s fits the experiment's model", self.node_id, self.data.description)
+
     def _train_and_upload(self, number: int, info: dict[str, Any]) -> bool:
         if self._pending is None or self._pending[0] != number:
+            self._check_data()
             version = info["model_version"]
             self._fetch_model(version)
             self._config = {**DEFAULT_CONFIG, **(info.get("config") or {})}
             self.state = "training"
             try:
-                before, after, new = self._train(self.params, self.x, self.y, seed=self.seed + number)
+                new, metrics = self._fit_round(self.params, seed=self.seed + number)
             except ValueError as exc:  # SerdeError included
                 # Training is deterministic, so retrying this round would fail the same way.
                 logger.error("round %d: training failed, skipping the round: %s", number, exc)
                 self._mark_done(number)
                 return True
-            self.last_loss = after
-            logger.info("round %d: trained model v%s on %d examples, loss %.4f -> %.4f",
-                        number, version, len(self.x), before, after)
+            self.last_loss = metrics["loss"]
+            logger.info("round %d: trained model v%s on %d examples, loss %.4f -> %.4f%s", number, version,
+                        len(self.x), metrics["loss_before"], metrics["loss"],
+                        "".join(f", {k} {v:.4f}" for k, v in metrics.items() if k.startswith("val_")))
             metadata = {"num_examples": str(len(self.x)), "base_version": str(version),
-                        "metrics": json.dumps({"loss": after, "loss_before": before})}
+                        "metrics": json.dumps(metrics)}
             self._pending = (number, params_dumps(self.spec, new, metadata))
         self.state = "uploading"
         try:
@@ -205,15 +231,15 @@ class NodeRunner:
         self._done_rounds.add(number)
         self._known, self.state = number, "waiting"
 
+    def _fit_round(self, base: NDArrays, seed: int) -> tuple[NDArrays, dict[str, float]]:
+        """A round's training (nodes_app.training, the code `simulate` runs too) and the metrics to upload."""
+        if self.data is None:
+            before, after, new = self._train(base, self.x, self.y, seed)
+            return new, {"loss": after, "loss_before": before}
+        return fit_and_evaluate(self.spec, base, self.data, self._config, seed)
+
     def _train(self, base: NDArrays, x: np.ndarray, y: np.ndarray, seed: int) -> tuple[float, float, NDArrays]:
-        cfg = self._config
-        before = loss(self.spec, base, x, y)
-        # FedProx: the server sends proximal_mu; the proximal term pulls towards the round's model.
-        new, after = train(self.spec, base, x, y, epochs=int(cfg["epochs"]),
-                           learning_rate=float(cfg["learning_rate"]), batch_size=int(cfg["batch_size"]),
-                           seed=seed % 2**32, proximal_mu=float(cfg.get("proximal_mu", 0.0)), global_params=base)
-        check_finite(new, self.spec.names())
-        return before, after, new
+        return fit(self.spec, base, x, y, self._config, seed)
 
     def _finish(self, version: Any) -> None:
         if not self.finished or version != self._final_version:
@@ -236,6 +262,8 @@ class NodeRunner:
             started = time.monotonic()
             try:
                 worked = self.step()
+            except DataMismatch:
+                raise  # the data cannot change while the node runs: stop with the reason
             except Exception:
                 # A node should outlive its own bugs; the traceback is in the log.
                 logger.exception("unexpected error in the node loop; retrying")

@@ -1,6 +1,5 @@
-"""The shared model: a multilayer perceptron (ReLU hidden layers, linear output, loss ½·MSE).
-
-The parameter order defined here (w1, b1, w2, b2, ...) is also the order on the wire.
+"""The shared model: a multilayer perceptron with ReLU hidden layers; ½·MSE for regression, softmax
+cross-entropy for classification. The parameter order (w1, b1, w2, b2, ...) is also the order on the wire.
 """
 
 from __future__ import annotations
@@ -13,7 +12,10 @@ from aggregation.fl import NDArrays
 from aggregation.fl.checks import check_number
 from aggregation.fl.spec import MAX_PARAMS, MLPSpec, is_int
 
-__all__ = ["MAX_PARAMS", "MLPSpec", "flatten", "forward", "gradients", "init_parameters", "loss", "train", "unflatten"]
+__all__ = [
+    "MAX_PARAMS", "MLPSpec", "flatten", "forward", "gradients", "init_parameters", "loss", "predict", "softmax",
+    "targets", "train", "unflatten",
+]
 
 
 def init_parameters(spec: MLPSpec, seed: int) -> NDArrays:
@@ -42,25 +44,53 @@ def _check_params(spec: MLPSpec, params: NDArrays) -> None:
             raise ValueError(msg)
 
 
-def _check_inputs(
-    spec: MLPSpec, x: np.ndarray, y: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray | None]:
+def _check_x(spec: MLPSpec, x: np.ndarray) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim != 2 or x.shape[1] != spec.layers[0]:
         raise ValueError(f"inputs must have shape (n, {spec.layers[0]}), got {x.shape}")
     if x.shape[0] == 0:
         raise ValueError("at least one sample is needed")
-    if y is None:
-        return x, None
+    return x
+
+
+def targets(spec: MLPSpec, y: np.ndarray, n: int) -> np.ndarray:
+    """The (n, outputs) target matrix: y itself for regression, one-hot rows of class labels for classification.
+
+    Raises ValueError with a sentence if y does not fit the model (shape, or labels outside 0..classes-1).
+    """
     y = np.asarray(y)
     out = spec.layers[-1]
+    if spec.task == "classification":
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if y.shape != (n,):
+            raise ValueError(f"a classifier needs one class label per sample, shape ({n},), got {y.shape}")
+        if y.dtype.kind not in "iuf":
+            raise ValueError(f"class labels must be numbers, got values of type {y.dtype}")
+        if y.dtype.kind == "f" and not (np.isfinite(y).all() and (y == np.round(y)).all()):
+            raise ValueError("class labels must be whole numbers")
+        labels = y.astype(np.int64)
+        if labels.size and (labels.min() < 0 or labels.max() >= out):
+            msg = (f"class labels must lie in 0..{out - 1} for a model with {out} outputs, "
+                   f"got labels from {labels.min()} to {labels.max()}")
+            raise ValueError(msg)
+        onehot = np.zeros((n, out), dtype=np.float32)
+        onehot[np.arange(n), labels] = 1.0
+        return onehot
     if y.ndim == 1 and out == 1:
         # Single-output targets usually arrive as a flat list of labels.
         y = y.reshape(-1, 1)
-    if y.shape != (x.shape[0], out):
-        msg = f"targets must have shape ({x.shape[0]}, {out}), got {y.shape}"
+    if y.shape != (n, out):
+        msg = f"targets must have shape ({n}, {out}), got {y.shape}"
         raise ValueError(msg)
-    return x, y
+    return y
+
+
+def _check_inputs(
+    spec: MLPSpec, x: np.ndarray, y: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    x = _check_x(spec, x)
+    return x, None if y is None else targets(spec, y, x.shape[0])
 
 
 def _activations(params: NDArrays, x: np.ndarray) -> list[np.ndarray]:
@@ -74,18 +104,41 @@ def _activations(params: NDArrays, x: np.ndarray) -> list[np.ndarray]:
 
 
 def forward(spec: MLPSpec, params: NDArrays, x: np.ndarray) -> np.ndarray:
-    """Predictions of shape (n, outputs)."""
+    """Raw outputs of shape (n, outputs): predictions for regression, logits for classification."""
     _check_params(spec, params)
     x, _ = _check_inputs(spec, x)
     return _activations(params, x)[-1]
 
 
-def loss(spec: MLPSpec, params: NDArrays, x: np.ndarray, y: np.ndarray) -> float:
-    """0.5 times the mean over samples of the squared error summed over outputs."""
-    _check_params(spec, params)
-    x, y = _check_inputs(spec, x, y)
-    err = _activations(params, x)[-1] - y
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, shifted by the row maximum so large logits cannot overflow."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def predict(spec: MLPSpec, params: NDArrays, x: np.ndarray) -> np.ndarray:
+    """Class indices of shape (n,) for a classifier; the (n, outputs) predictions for regression."""
+    out = forward(spec, params, x)
+    return out.argmax(axis=1) if spec.task == "classification" else out
+
+
+def _loss_of(spec: MLPSpec, out: np.ndarray, t: np.ndarray) -> float:
+    if spec.task == "classification":
+        # log softmax by log-sum-exp: stable for any logits, and exact where the softmax underflows.
+        z = out - out.max(axis=1, keepdims=True)
+        log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        return float(-np.mean(np.sum(t * log_p, axis=1)))
+    err = out - t
     return float(0.5 * np.mean(np.sum(err * err, axis=1)))
+
+
+def loss(spec: MLPSpec, params: NDArrays, x: np.ndarray, y: np.ndarray) -> float:
+    """Regression: 0.5 times the mean over samples of the squared error summed over outputs.
+    Classification: the mean cross-entropy of the softmax of the outputs against the class labels."""
+    _check_params(spec, params)
+    x, t = _check_inputs(spec, x, y)
+    return _loss_of(spec, _activations(params, x)[-1], t)
 
 
 def gradients(
@@ -93,9 +146,17 @@ def gradients(
 ) -> NDArrays:
     """Analytic gradient of `loss`, in the order and shapes of `params`."""
     _check_params(spec, params)
-    x, y = _check_inputs(spec, x, y)
+    x, t = _check_inputs(spec, x, y)
+    return _gradients_of(spec, params, x, t)
+
+
+def _gradients_of(spec: MLPSpec, params: NDArrays, x: np.ndarray, t: np.ndarray) -> NDArrays:
     acts = _activations(params, x)
-    delta = (acts[-1] - y) / x.shape[0]
+    out = acts[-1]
+    # Both losses have the same output delta form: (prediction − target) / n, with the softmax as the
+    # prediction for cross-entropy.
+    pred = softmax(out) if spec.task == "classification" else out
+    delta = (pred - t) / x.shape[0]
     grads: NDArrays = [np.empty(0)] * len(params)
     for i in reversed(range(len(params) // 2)):
         grads[2 * i] = (acts[i].T @ delta).astype(params[2 * i].dtype, copy=False)
@@ -136,9 +197,9 @@ def train(
     proximal_mu = check_number("proximal_mu", proximal_mu, 0)
     _check_params(spec, params)
     anchor = _proximal_anchor(spec, params if global_params is None else global_params, proximal_mu)
-    x, y = _check_inputs(
-        spec, np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.float32)
-    )
+    x = _check_x(spec, np.asarray(x, dtype=np.float32))
+    # Targets are checked and (for a classifier) one-hot encoded once, not at every mini-batch.
+    y = targets(spec, y, x.shape[0]).astype(np.float32, copy=False)
     # Copies, so the caller's arrays (often the global model) are never changed.
     new = [np.array(p, dtype=np.float32, copy=True) for p in params]
     lr = np.float32(learning_rate)
@@ -156,7 +217,7 @@ def train(
                 for idx in np.array_split(order, range(batch_size, n, batch_size))
             ]
         for xb, yb in batches:
-            grads = gradients(spec, new, xb, yb)
+            grads = _gradients_of(spec, new, xb, yb)
             if anchor:
                 # The proximal term's gradient, mu·(w − w_global), pulls each step back towards the global model.
                 for p, g, a in zip(new, grads, anchor):
@@ -164,7 +225,7 @@ def train(
             for p, g in zip(new, grads):
                 np.multiply(g, lr, out=g)
                 np.subtract(p, g, out=p)
-    return new, loss(spec, new, x, y)
+    return new, _loss_of(spec, _activations(new, x)[-1], y)
 
 
 def _proximal_anchor(spec: MLPSpec, global_params: NDArrays, proximal_mu: float) -> NDArrays:

@@ -10,6 +10,7 @@ from aggregation.fl.model import MLPSpec
 from aggregation.fl.registry import strategy_create
 from aggregation.fl.serde import params_dumps, sha256_hex
 from aggregation.models import Experiment, ModelVersion
+from aggregation.services.evaluation import experiment_learning_defaults
 from fedsite.errors import ApplicationError
 
 logger = logging.getLogger("fedsite.experiments")
@@ -28,7 +29,7 @@ def _default_fields() -> dict:
             "bad_configuration", f"FL_MODEL_LAYERS or FL_STRATEGY_PARAMS is malformed: {exc}"
         ) from None
     return {
-        "model_spec": MLPSpec(layers=layers).to_dict(),
+        "model_spec": MLPSpec(layers=layers, task=settings.FL_MODEL_TASK).to_dict(),
         "strategy": settings.FL_STRATEGY,
         "strategy_params": strategy_params,
         "total_nodes": settings.TOTAL_NODES,
@@ -42,6 +43,7 @@ def _default_fields() -> dict:
         "seed": settings.FL_SEED,
         "update_max_norm": settings.FL_UPDATE_MAX_NORM,
         "update_norm_mode": settings.FL_UPDATE_NORM_MODE,
+        **experiment_learning_defaults(),
     }
 
 

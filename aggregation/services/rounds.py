@@ -15,6 +15,7 @@ from aggregation.fl.serde import dumps, loads, params_dumps, params_loads, sha25
 from aggregation.fl.strategy import AggregationError, FitRes, Strategy
 from aggregation.fl.validation import validate_update
 from aggregation.models import Experiment, ModelVersion, Round
+from aggregation.services.evaluation import round_server_evaluate, stop_condition_reason
 from aggregation.services.experiments import experiment_spec
 
 logger = logging.getLogger("fedsite.rounds")
@@ -66,13 +67,17 @@ def _next_version_number(experiment: Experiment) -> int:
     return (experiment.versions.aggregate(n=Max("version"))["n"] or 0) + 1
 
 
-def _finish_or_continue(experiment: Experiment, base: ModelVersion) -> None:
+def _finish_or_continue(experiment: Experiment, base: ModelVersion, stop_reason: str = "") -> None:
+    """Finish the run (max_rounds reached, or `stop_reason` from the stop condition) or open the next round."""
     versions_made = base.version
-    if experiment.max_rounds and versions_made >= experiment.max_rounds:
-        Experiment.objects.filter(pk=experiment.pk).update(status=Experiment.Status.FINISHED)
-        experiment.status = Experiment.Status.FINISHED
-        logger.info("[%s] run finished after %d rounds", experiment.name, versions_made)
-        events.event_send("run.finished", experiment, {"model_version": versions_made})
+    if not stop_reason and experiment.max_rounds and versions_made >= experiment.max_rounds:
+        stop_reason = f"max_rounds reached ({experiment.max_rounds})"
+    if stop_reason:
+        Experiment.objects.filter(pk=experiment.pk).update(status=Experiment.Status.FINISHED,
+                                                           finish_reason=stop_reason)
+        experiment.status, experiment.finish_reason = Experiment.Status.FINISHED, stop_reason
+        logger.info("[%s] run finished after %d rounds: %s", experiment.name, versions_made, stop_reason)
+        events.event_send("run.finished", experiment, {"model_version": versions_made, "reason": stop_reason})
     elif experiment.status == Experiment.Status.RUNNING:
         round_open(experiment, base)
 
@@ -140,7 +145,10 @@ def round_aggregate(round_id: int) -> bool:
             return True
         if new_params is None:
             new_params = current
-        metrics = {**metrics, "rejected": len(failures)}
+        metrics = {**metrics, "rejected": len(failures), **round_server_evaluate(experiment, spec, new_params)}
+        stop_reason = stop_condition_reason(experiment, rnd, metrics)
+        if stop_reason:
+            metrics["stopped_early"] = True  # the round history shows where the run ended early
         state = strategy.state_dict()
         blob = params_dumps(spec, new_params)
         version = ModelVersion.objects.create(
@@ -170,7 +178,7 @@ def round_aggregate(round_id: int) -> bool:
             experiment,
             {"round": rnd.number, "model_version": version.version, "sha256": version.sha256, "metrics": rnd.metrics},
         )
-        _finish_or_continue(experiment, version)
+        _finish_or_continue(experiment, version, stop_reason)
     return True
 
 

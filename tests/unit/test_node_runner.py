@@ -168,7 +168,7 @@ def test_an_upload_interrupted_by_an_outage_is_resent_without_retraining(
     fake.upload_error = ServerUnavailable("POST /api/rounds/1/updates: connection reset")
     assert runner.step() is False
     fake.upload_error = None
-    monkeypatch.setattr("nodes_app.runner.train", lambda *a, **k: pytest.fail("trained twice"))
+    monkeypatch.setattr("nodes_app.training.train", lambda *a, **k: pytest.fail("trained twice"))
 
     assert runner.step() is True
     assert len(fake.uploads) == 1

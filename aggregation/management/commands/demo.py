@@ -1,8 +1,10 @@
 """`python manage.py demo`: a whole federation on this machine, embedded mode, no services.
 
-Starts the server and N nodes as separate processes (exactly what a user would run by hand),
-prints the loss of every round as it closes and leaves the dashboard running.
+Starts the server and N nodes as separate processes (exactly what a user would run by hand); the nodes
+hold a non-IID split of scikit-learn's digits and train a classifier together. Prints the accuracy of
+every round as it closes and leaves the dashboard running.
 """
+import argparse
 import os
 import secrets
 import shutil
@@ -15,15 +17,25 @@ from typing import Any
 
 import requests
 from django.conf import settings
+from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.test.utils import override_settings
+
+DEMO_EXPERIMENT = "digits-demo"
 
 
 class Command(BaseCommand):
-    help = "Run a demo federation: a server and N nodes on loopback, printing the loss per round."
+    help = ("Run a demo federation: a server and N nodes on loopback training a digits classifier on a non-IID "
+            "split, printing the accuracy per round.")
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--nodes", type=int, default=3)
-        parser.add_argument("--rounds", type=int, default=5)
+        parser.add_argument("--rounds", type=int, default=10)
+        parser.add_argument("--partition", default="dirichlet:0.5",
+                            help="How the digits are split between the nodes: iid, dirichlet:ALPHA or shards:K.")
+        parser.add_argument("--stop-when", default="", help="Early stop, e.g. test_accuracy>=0.95 (default none).")
+        parser.add_argument("--patience", type=int, default=1, help="Rounds in a row --stop-when must hold.")
+        parser.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)  # internal: see _prepare
         parser.add_argument("--port", type=int, default=5000)
         parser.add_argument("--dir", default=str(Path(settings.BASE_DIR) / "var" / "demo"),
                             help="Where the demo keeps its database and logs (wiped at start).")
@@ -32,6 +44,16 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if options["nodes"] < 1 or options["rounds"] < 1:
             raise CommandError("--nodes and --rounds must be at least 1")
+        if options["stop_when"]:
+            from aggregation.fl.metrics import stop_condition_parse
+
+            try:
+                stop_condition_parse(options["stop_when"])
+            except ValueError as exc:
+                raise CommandError(f"--stop-when: {exc}") from None
+        if options["prepare"]:
+            self._prepare(options)
+            return
         workdir = Path(options["dir"])
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(parents=True)
@@ -41,10 +63,13 @@ class Command(BaseCommand):
             "DEBUG": "1", "FL_DATA_DIR": str(workdir), "TOTAL_NODES": str(options["nodes"]),
             "FL_MIN_NODES": str(options["nodes"]), "FL_MAX_ROUNDS": str(options["rounds"]),
             "FL_ROUND_TIMEOUT_S": "120", "FL_ENROLLMENT_TOKEN": secrets.token_urlsafe(16),
-            "PYTHONUNBUFFERED": "1", "DJANGO_SETTINGS_MODULE": "fedsite.settings",
+            "PYTHONUNBUFFERED": "1", "DJANGO_SETTINGS_MODULE": "fedsite.settings", "FL_EXPERIMENT": DEMO_EXPERIMENT,
         }
         manage = [sys.executable, str(Path(settings.BASE_DIR) / "manage.py")]
-        subprocess.run([*manage, "migrate", "-v0"], env=env, check=True)
+        # The demo's experiment is created in the demo's own database, by this command in a child process.
+        subprocess.run([*manage, "demo", "--prepare", "--nodes", str(options["nodes"]), "--rounds",
+                        str(options["rounds"]), "--stop-when", options["stop_when"], "--patience",
+                        str(options["patience"])], env={**env, "LOG_LEVEL": "WARNING"}, check=True)
         procs: list[subprocess.Popen] = []
 
         def spawn(name: str, argv: list[str]) -> None:
@@ -57,8 +82,13 @@ class Command(BaseCommand):
             self._wait_for_server(url, procs[0], workdir)
             for node in range(1, options["nodes"] + 1):
                 spawn(f"node-{node}", [*manage, "runnode", "--id", str(node), "--server", url, "--port", "0",
-                                       "--state-dir", str(workdir / f"node-{node}")])
+                                       "--state-dir", str(workdir / f"node-{node}"), "--data", "digits",
+                                       "--partition", options["partition"], "--num-partitions", str(options["nodes"]),
+                                       "--partition-id", str(node - 1), "--seed", "0"])
             self.stdout.write(f"dashboard: {url}/   (logs in {workdir})")
+            self.stdout.write(f"{options['nodes']} nodes hold a {options['partition']} split of digits; the server "
+                              "scores every new model on the 20% of digits no node holds")
+            self._show_split(options["nodes"], options["partition"])
             self._follow(url, options["rounds"])
             self.stdout.write(self.style.SUCCESS(f"run finished. dashboard: {url}/"))
             if not options["exit"]:
@@ -91,19 +121,53 @@ class Command(BaseCommand):
         shown: set[int] = set()
         started = time.monotonic()
         while True:
+            # Status first: once it says finished, the history read after it holds the last round too.
+            finished = requests.get(f"{url}/status", timeout=10).json().get("run_status") == "finished"
             history = requests.get(f"{url}/api/rounds", timeout=10).json()["rounds"]
             for entry in history:
                 if entry["status"] in ("closed", "failed") and entry["number"] not in shown:
                     shown.add(entry["number"])
-                    loss = entry["metrics"].get("loss")
-                    self.stdout.write(
-                        f"round {entry['number']}: {entry['status']}, {entry['updates']} updates, "
-                        + (f"weighted training loss {loss:.5f}, " if loss is not None else "")
-                        + (f"model v{entry['model_version']}, " if entry["model_version"] is not None else "")
-                        + f"{entry['duration_s']:.2f} s"
-                    )
-            if requests.get(f"{url}/status", timeout=10).json().get("run_status") == "finished":
+                    self.stdout.write(_round_line(entry))
+            if finished:
                 return
             if time.monotonic() - started > 120 * rounds:
                 raise CommandError("the demo made no progress; see the logs")
             time.sleep(0.5)
+
+    def _show_split(self, nodes: int, partition: str) -> None:
+        """How many of each digit every node holds (the same split the nodes load), to make the skew visible."""
+        import numpy as np
+
+        from aggregation.datasets import nodes_data_load
+
+        for number, data in enumerate(nodes_data_load("digits", partitioning=partition, num_partitions=nodes), 1):
+            counts = np.bincount(np.r_[data.y_train, data.y_val].astype(int), minlength=10)
+            self.stdout.write(f"  node {number}: {counts.sum():4d} digits, per class 0-9: "
+                              + " ".join(f"{c:3d}" for c in counts))
+
+    def _prepare(self, options: dict[str, Any]) -> None:
+        """In the demo's database: migrate, then create the digits experiment the server will serve."""
+        from aggregation.fl.metrics import stop_condition_parse
+        from aggregation.fl.model import MLPSpec
+        from aggregation.services.experiments import experiment_create
+
+        stop = stop_condition_parse(options["stop_when"]) if options["stop_when"] else ("", ">=", None)
+        # Without the default experiment from the environment: the demo's is created just below, under its name.
+        with override_settings(FL_CREATE_DEFAULT_EXPERIMENT=False):
+            call_command("migrate", verbosity=0)
+        experiment_create(
+            name=settings.FL_EXPERIMENT, model_spec=MLPSpec((64, 32, 10), "classification").to_dict(),
+            strategy="fedavg", total_nodes=options["nodes"], min_nodes=options["nodes"], round_timeout_s=120.0,
+            max_rounds=options["rounds"], epochs=5, learning_rate=0.1, batch_size=32, seed=0, server_eval="digits",
+            stop_metric=stop[0], stop_op=stop[1], stop_threshold=stop[2], stop_patience=options["patience"],
+        )
+
+
+def _round_line(entry: dict[str, Any]) -> str:
+    metrics = entry["metrics"]
+    shown = [(label, metrics.get(key)) for label, key in (
+        ("training loss", "loss"), ("validation accuracy", "val_accuracy"), ("test accuracy", "test_accuracy"))]
+    return (f"round {entry['number']}: {entry['status']}, {entry['updates']} updates, "
+            + "".join(f"{label} {value:.4f}, " for label, value in shown if isinstance(value, (int, float)))
+            + (f"model v{entry['model_version']}, " if entry["model_version"] is not None else "")
+            + f"{entry['duration_s']:.2f} s" + (" (stopped early)" if metrics.get("stopped_early") else ""))

@@ -12,6 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from aggregation.datasets import BUILTIN, DataError, NodeData, node_data_load
 from nodes_app.client import ServerClient
 from nodes_app.nodeserver import start_node_server
 from nodes_app.runner import NodeRunner, RegistrationError
@@ -38,8 +39,21 @@ class Command(BaseCommand):
                             help="URL the server should use to reach this node; default http://host:port.")
         parser.add_argument("--state-dir", default=env("FL_NODE_STATE_DIR"),
                             help="Where the node keeps its token (env FL_NODE_STATE_DIR; default var/nodes/<id>).")
-        parser.add_argument("--seed", type=int, default=None, help="Local data seed; default derived from the id.")
-        parser.add_argument("--samples", type=int, default=100, help="Number of local training examples.")
+        parser.add_argument("--seed", type=int, default=None,
+                            help="Synthetic data: the node's data seed (default derived from the id). Real data: the "
+                                 "partition seed, the same on every node (default 0).")
+        parser.add_argument("--samples", type=int, default=100, help="Number of synthetic training examples.")
+        data = parser.add_argument_group("local data (default: the prototype's synthetic regression)")
+        data.add_argument("--data", default=None, metavar="|".join([*BUILTIN, "csv:PATH"]),
+                          help="A data set bundled with scikit-learn, or a CSV file with a header row.")
+        data.add_argument("--target", default=None, help="CSV only: the label column (default: the last column).")
+        data.add_argument("--partition", default="iid", metavar="iid|dirichlet:ALPHA|shards:K",
+                          help="How the data set is split between the nodes (default iid).")
+        data.add_argument("--num-partitions", type=int, default=1, help="Number of partitions (nodes), default 1.")
+        data.add_argument("--partition-id", type=int, default=None,
+                          help="This node's partition, 0..N-1; default id - 1 for a numeric id.")
+        data.add_argument("--val-fraction", type=float, default=0.2,
+                          help="Share of the node's rows kept for validation (default 0.2).")
         parser.add_argument("--poll-wait", type=float, default=25.0, help="Long-poll wait in seconds.")
         parser.add_argument("--keep-serving", action="store_true",
                             help="Keep the node API up after the run finishes (until a signal).")
@@ -55,13 +69,15 @@ class Command(BaseCommand):
             port = 8001 + int(node_id)
         if options["samples"] < 1:
             raise CommandError("--samples must be at least 1")
+        data = _load_data(node_id, options)
         etcd_endpoints = _etcd_endpoints()
         find_server = not options["server"] and bool(etcd_endpoints)
         client = ServerClient(options["server"] or ("" if find_server else DEFAULT_SERVER))
         runner = NodeRunner(
             node_id, client, Path(options["state_dir"] or Path("var") / "nodes" / node_id),
-            seed=options["seed"], samples=options["samples"], poll_wait=options["poll_wait"],
+            seed=options["seed"] if data is None else None, samples=options["samples"], poll_wait=options["poll_wait"],
             enrollment_token=os.environ.get("FL_ENROLLMENT_TOKEN") or None, keep_serving=options["keep_serving"],
+            data=data,
         )
         try:
             server = start_node_server(runner, options["host"], port)
@@ -139,3 +155,27 @@ def _etcd_start(endpoints: list[Any], runner: NodeRunner, client: ServerClient, 
     thread = discovery.node_discovery_start(endpoints, runner.node_id, runner.address, settings.FL_ETCD_TTL_S,
                                             ready=lambda: runner.registered, follower=follower)
     return thread, follower
+
+
+# --- local data (aggregation/datasets.py) -----------------------------------------------------------
+def _load_data(node_id: str, options: dict[str, Any]) -> NodeData | None:
+    """This node's partition of --data, loaded before anything starts so a bad file stops the node at once."""
+    if options["data"] is None:
+        if options["target"] is not None or options["num_partitions"] != 1 or options["partition_id"] is not None:
+            raise CommandError("--target, --num-partitions and --partition-id need --data")
+        return None
+    num, part = options["num_partitions"], options["partition_id"]
+    if part is None:
+        if num > 1 and not (node_id.isdigit() and 1 <= int(node_id) <= num):
+            raise CommandError(f"give --partition-id (0..{num - 1}): node id {node_id!r} does not map to one")
+        part = int(node_id) - 1 if num > 1 else 0
+    try:
+        data = node_data_load(options["data"], target=options["target"], partitioning=options["partition"],
+                              num_partitions=num, partition_id=part, seed=options["seed"] or 0,
+                              val_fraction=options["val_fraction"])
+    except ImportError as exc:
+        raise CommandError(f"--data {options['data']} needs scikit-learn ({exc})") from None
+    except DataError as exc:
+        raise CommandError(str(exc)) from None
+    logger.info("node %s: local data %s", node_id, data.description)
+    return data

@@ -1,0 +1,82 @@
+"""What the server learns about each new model: its score on the server's own test set (FL_SERVER_EVAL) and
+whether the experiment's stop condition now holds. Called by round_aggregate; the data loads lazily."""
+import logging
+import threading
+
+from django.conf import settings
+
+from aggregation.datasets import Dataset, server_testset_load
+from aggregation.fl import NDArrays
+from aggregation.fl.metrics import evaluate, stop_condition_holds, stop_condition_parse
+from aggregation.fl.model import MLPSpec, targets
+from aggregation.models import Experiment, Round
+from fedsite.errors import ApplicationError
+
+logger = logging.getLogger("fedsite.evaluation")
+
+_testsets: dict[tuple[str, str], Dataset] = {}
+_testsets_lock = threading.Lock()
+_reported: set[str] = set()
+
+
+def _testset(source: str, target: str) -> Dataset:
+    """The server's test set, loaded once per process (scikit-learn is imported then, and only if asked)."""
+    key = (source, target)
+    with _testsets_lock:
+        if key not in _testsets:
+            _testsets[key] = server_testset_load(source, target or None)
+        return _testsets[key]
+
+
+def round_server_evaluate(experiment: Experiment, spec: MLPSpec, params: NDArrays) -> dict[str, float]:
+    """test_loss (and test_accuracy for a classifier) of `params` on the experiment's server test set; {} if none.
+
+    A test set that cannot be used is logged once and skipped: it must never stop the federation.
+    """
+    if not experiment.server_eval:
+        return {}
+    try:
+        ds = _testset(experiment.server_eval, experiment.server_eval_target)
+        if ds.x.shape[1] != spec.layers[0]:
+            raise ValueError(f"it has {ds.x.shape[1]} features, the model takes {spec.layers[0]}")
+        targets(spec, ds.y, len(ds))
+        scores = evaluate(spec, params, ds.x, ds.y)
+    except (ImportError, OSError, ValueError) as exc:
+        message = f"[{experiment.name}] server evaluation on {experiment.server_eval} skipped: {exc}"
+        if message not in _reported:
+            _reported.add(message)
+            logger.error("%s", message)
+        return {}
+    return {**{f"test_{name}": value for name, value in scores.items()}, "test_examples": len(ds)}
+
+
+def stop_condition_reason(experiment: Experiment, rnd: Round, metrics: dict[str, object]) -> str:
+    """A sentence if the experiment's stop condition holds with this round's `metrics`, else ""."""
+    if not experiment.stop_metric or experiment.stop_threshold is None:
+        return ""
+    patience = max(1, experiment.stop_patience)
+    earlier = (experiment.rounds.filter(status=Round.Status.CLOSED, number__lt=rnd.number)
+               .order_by("-number").values_list("metrics", flat=True)[: patience - 1])
+    values = [m.get(experiment.stop_metric) for m in reversed(list(earlier))]
+    values.append(metrics.get(experiment.stop_metric))
+    if not stop_condition_holds(values, experiment.stop_op, experiment.stop_threshold, patience):
+        return ""
+    streak = "" if patience == 1 else f" for {patience} rounds in a row"
+    return (f"stopped early at round {rnd.number}: {experiment.stop_metric} {experiment.stop_op} "
+            f"{experiment.stop_threshold:g}{streak}")
+
+
+def experiment_learning_defaults() -> dict[str, object]:
+    """The default experiment's evaluation and stop fields, from FL_SERVER_EVAL, FL_STOP_WHEN and friends."""
+    fields: dict[str, object] = {
+        "server_eval": settings.FL_SERVER_EVAL,
+        "server_eval_target": settings.FL_SERVER_EVAL_TARGET,
+        "stop_patience": settings.FL_STOP_PATIENCE,
+    }
+    if settings.FL_STOP_WHEN:
+        try:
+            metric, op, threshold = stop_condition_parse(settings.FL_STOP_WHEN)
+        except ValueError as exc:
+            raise ApplicationError("bad_configuration", f"FL_STOP_WHEN: {exc}") from None
+        fields.update(stop_metric=metric, stop_op=op, stop_threshold=threshold)
+    return fields

@@ -1,0 +1,174 @@
+"""Virtual nodes for `manage.py simulate`. Each trains with the nodes' own training code (nodes_app.training) and
+hands its update to the same services an HTTP upload reaches, so rounds, validation, the strategy, server
+evaluation and stop conditions run exactly as for real nodes; only HTTP and the token check are skipped."""
+import logging
+import multiprocessing
+import secrets
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from django.utils.text import slugify
+
+from aggregation.datasets import BUILTIN, NodeData, nodes_data_load
+from aggregation.fl import NDArrays
+from aggregation.fl.data import synthetic_regression
+from aggregation.fl.model import MLPSpec
+from aggregation.fl.serde import params_loads
+from aggregation.models import Experiment, Round
+from aggregation.selectors import round_config, round_current
+from aggregation.services.experiments import experiment_create
+from aggregation.services.updates import ParsedUpdate, update_submit
+from nodes_app.models import Node
+from nodes_app.services import node_issue_token
+from nodes_app.training import data_check, fit_and_evaluate, worker_fit, worker_init
+
+logger = logging.getLogger("fedsite.simulate")
+
+MAX_NODES = 1000
+SYNTHETIC = "synthetic"
+
+
+@dataclass
+class SimulationConfig:
+    """One simulated run; every field has a command-line option of the same name."""
+
+    nodes: int = 10
+    rounds: int = 20
+    data: str = "digits"
+    target: str | None = None
+    task: str | None = None  # CSV only; bundled sets know their task
+    partition: str = "iid"
+    seed: int = 0
+    strategy: str = "fedavg"
+    strategy_params: dict[str, Any] = field(default_factory=dict)
+    hidden: tuple[int, ...] = (32,)
+    epochs: int = 5
+    learning_rate: float = 0.1
+    batch_size: int = 32
+    val_fraction: float = 0.2
+    server_eval: str = "auto"  # auto: a bundled set's held-out test rows; none; or a data source
+    stop_metric: str = ""
+    stop_op: str = ">="
+    stop_threshold: float | None = None
+    stop_patience: int = 1
+    name: str = ""
+    workers: int = 1
+
+
+def synthetic_nodes(count: int, samples: int = 100) -> list[NodeData]:
+    """The prototype's regression, node i seeded with i (as `runnode --id i` without --data)."""
+    nodes = []
+    for i in range(1, count + 1):
+        x, y = synthetic_regression(i, n=samples)
+        nodes.append(NodeData(SYNTHETIC, x, y[:, 0], x[:0], y[:0, 0], "regression", 0, f"synthetic, seed {i}"))
+    return nodes
+
+
+class Simulation:
+    """setup() creates the experiment and the virtual nodes; each step() plays one round to its end."""
+
+    def __init__(self, config: SimulationConfig) -> None:
+        if not 1 <= config.nodes <= MAX_NODES:
+            raise ValueError(f"the number of nodes must be between 1 and {MAX_NODES}, got {config.nodes}")
+        if config.rounds < 1:
+            raise ValueError(f"the number of rounds must be at least 1, got {config.rounds}")
+        self.config = config
+        if config.data == SYNTHETIC:
+            self.data = synthetic_nodes(config.nodes)
+        else:
+            self.data = nodes_data_load(config.data, target=config.target, partitioning=config.partition,
+                                        num_partitions=config.nodes, seed=config.seed,
+                                        val_fraction=config.val_fraction)
+        self.spec = self._spec()
+        for data in self.data:
+            data_check(self.spec, data)
+        self.experiment: Experiment | None = None
+        self.nodes: list[Node] = []
+        self._pool: Executor | None = None
+
+    def _spec(self) -> MLPSpec:
+        first = self.data[0]
+        task = first.task or self.config.task or "regression"
+        if task == "classification":
+            labels = [float(np.max(np.r_[d.y_train, d.y_val], initial=0)) for d in self.data]
+            outputs = first.classes or int(max(labels)) + 1
+        else:
+            outputs = 1
+        return MLPSpec((first.features, *self.config.hidden, outputs), task)
+
+    def server_eval(self) -> str:
+        chosen = self.config.server_eval
+        if chosen == "auto":
+            return self.config.data if self.config.data in BUILTIN else ""
+        return "" if chosen == "none" else chosen
+
+    def setup(self) -> Experiment:
+        cfg = self.config
+        name = cfg.name or slugify(f"sim {cfg.data.rsplit('/', 1)[-1]} {cfg.partition} {cfg.strategy} "
+                                   f"{secrets.token_hex(3)}")[:64]
+        self.experiment = experiment_create(
+            name=name, model_spec=self.spec.to_dict(), strategy=cfg.strategy, strategy_params=cfg.strategy_params,
+            total_nodes=cfg.nodes, min_nodes=cfg.nodes, max_rounds=cfg.rounds, epochs=cfg.epochs,
+            learning_rate=cfg.learning_rate, batch_size=cfg.batch_size, seed=cfg.seed,
+            server_eval=self.server_eval(), server_eval_target=cfg.target or "",
+            stop_metric=cfg.stop_metric, stop_op=cfg.stop_op, stop_threshold=cfg.stop_threshold,
+            stop_patience=cfg.stop_patience,
+        )
+        # Virtual nodes are ordinary Node rows (ids sim-1..sim-N, reused by later simulations).
+        self.nodes = [node_issue_token(f"sim-{i}", rotate=True)[0] for i in range(1, cfg.nodes + 1)]
+        if cfg.workers > 1:
+            self._pool = ProcessPoolExecutor(cfg.workers, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=worker_init, initargs=(self.data,))
+        logger.info("simulation %s: %d virtual nodes, model %s", name, cfg.nodes, self.spec.to_dict())
+        return self.experiment
+
+    @property
+    def finished(self) -> bool:
+        return self.experiment is not None and self.experiment.status != Experiment.Status.RUNNING
+
+    def _train(self, base: NDArrays, config: dict[str, Any], number: int) -> list[tuple[NDArrays, dict]]:
+        # Node i trains with seed i + round, as `runnode --id i` does: the same update a real node would send.
+        seeds = [i + number for i in range(1, len(self.data) + 1)]
+        if self._pool is None:
+            return [fit_and_evaluate(self.spec, base, d, config, s) for d, s in zip(self.data, seeds)]
+        n = len(self.data)
+        spec = self.spec.to_dict()
+        return list(self._pool.map(worker_fit, range(n), [spec] * n, [base] * n, [config] * n, seeds,
+                                   chunksize=max(1, n // (4 * self.config.workers))))
+
+    def step(self, timeout: float = 600.0, on_submit: Callable[[int], object] | None = None) -> Round:
+        """Train every virtual node on the open round's model, submit the updates, and wait for the round to end.
+
+        In the embedded mode the last submit aggregates in this process (eager Celery, on commit); in the
+        scaled mode a Celery worker does, and this waits for it. `on_submit(k)` is called after the k-th upload.
+        """
+        if self.experiment is None:
+            raise RuntimeError("call setup() first")
+        rnd = round_current(self.experiment)
+        if rnd is None or rnd.status != Round.Status.OPEN:
+            raise RuntimeError(f"no open round in {self.experiment.name}; the run is {self.experiment.status}")
+        base, _ = params_loads(self.spec, bytes(rnd.base_version.parameters))
+        base = [np.array(p, dtype=np.float32) for p in base]
+        results = self._train(base, round_config(self.experiment, rnd), rnd.number)
+        for k, (node, data, (params, metrics)) in enumerate(zip(self.nodes, self.data, results), start=1):
+            update_submit(experiment=self.experiment, round_number=rnd.number, node=node,
+                          update=ParsedUpdate(params, len(data.y_train), metrics))
+            if on_submit is not None:
+                on_submit(k)
+        deadline = time.monotonic() + timeout
+        while True:
+            rnd.refresh_from_db()
+            if rnd.status in (Round.Status.CLOSED, Round.Status.FAILED) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        self.experiment.refresh_from_db()
+        return rnd
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None

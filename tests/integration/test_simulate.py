@@ -1,0 +1,99 @@
+"""`manage.py simulate`: virtual nodes drive the real round lifecycle, strategy and server evaluation."""
+from io import StringIO
+
+import numpy as np
+import pytest
+from django.core.management import CommandError, call_command
+
+from aggregation.fl.model import MLPSpec, init_parameters
+from aggregation.fl.serde import params_loads
+from aggregation.models import Experiment, Update
+from aggregation.simulation import Simulation, SimulationConfig
+from nodes_app.training import fit_and_evaluate
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def simulate(*argv: str) -> str:
+    out = StringIO()
+    call_command("simulate", *argv, stdout=out)
+    return out.getvalue()
+
+
+def test_five_simulated_nodes_on_digits_reach_90_percent_test_accuracy():
+    # Execute: fixed seeds, IID split, at most 8 rounds
+    output = simulate("--nodes", "5", "--rounds", "8", "--data", "digits", "--partition", "iid", "--seed", "0",
+                      "--name", "five")
+
+    # Assert: the server's own evaluation of the last model, on digits no node ever held
+    experiment = Experiment.objects.get(name="five")
+    rounds = list(experiment.rounds.order_by("number"))
+    assert [r.status for r in rounds] == ["closed"] * 8
+    assert rounds[-1].metrics["test_accuracy"] >= 0.90
+    assert rounds[-1].metrics["test_accuracy"] > rounds[0].metrics["test_accuracy"]
+    assert experiment.status == "finished" and experiment.finish_reason == "max_rounds reached (8)"
+    # It went through the real services: 5 stored updates per round with their validation metrics, 8 versions.
+    assert Update.objects.filter(round__experiment=experiment).count() == 40
+    assert all("val_accuracy" in u.metrics for u in Update.objects.filter(round__experiment=experiment))
+    assert experiment.versions.count() == 9
+    assert "test_accuracy" in output and "round 8/8 closed" in output
+
+
+def test_a_virtual_node_uploads_exactly_what_its_training_function_computes():
+    # Prepare
+    sim = Simulation(SimulationConfig(nodes=3, rounds=1, data="iris", partition="dirichlet:1", seed=4, name="same"))
+    experiment = sim.setup()
+
+    # Execute
+    rnd = sim.step()
+
+    # Assert: node sim-2's stored update is fit_and_evaluate on its partition with seed 2 + round 1
+    spec = MLPSpec((4, 32, 3), "classification")
+    config = {"epochs": 5, "learning_rate": 0.1, "batch_size": 32}
+    expected, metrics = fit_and_evaluate(spec, init_parameters(spec, 4), sim.data[1], config, seed=3)
+    stored = rnd.updates.get(node__node_id="sim-2")
+    for got, want in zip(params_loads(spec, bytes(stored.parameters))[0], expected):
+        np.testing.assert_array_equal(got, want)
+    assert stored.metrics == pytest.approx(metrics)
+    assert stored.num_examples == len(sim.data[1].y_train)
+    assert experiment.model_spec == spec.to_dict()
+
+
+def test_worker_processes_give_the_same_models_as_one_process():
+    # Execute
+    simulate("--nodes", "4", "--rounds", "2", "--data", "wine", "--seed", "1", "--name", "one")
+    simulate("--nodes", "4", "--rounds", "2", "--data", "wine", "--seed", "1", "--name", "two", "--workers", "2")
+
+    # Assert
+    one, two = (Experiment.objects.get(name=n).versions.order_by("version").values_list("sha256", flat=True)
+                for n in ("one", "two"))
+    assert list(one) == list(two) and len(set(one)) == 3
+
+
+def test_a_stop_condition_ends_a_simulation_early_and_the_table_says_so():
+    # Execute
+    output = simulate("--nodes", "3", "--rounds", "15", "--data", "iris", "--seed", "0",
+                      "--stop-when", "val_accuracy>=0.8", "--patience", "2", "--name", "early")
+
+    # Assert
+    experiment = Experiment.objects.get(name="early")
+    last = experiment.rounds.order_by("-number").first()
+    assert experiment.status == "finished" and last.number < 15
+    assert last.metrics["stopped_early"] is True
+    reason = f"stopped early at round {last.number}: val_accuracy >= 0.8 for 2 rounds in a row"
+    assert experiment.finish_reason == reason
+    assert "stopped early" in output.splitlines()[-2] and experiment.finish_reason in output
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (("--nodes", "0"), "between 1 and 1000"),
+    (("--nodes", "1001"), "between 1 and 1000"),
+    (("--partition", "zipf"), "unknown partitioning"),
+    (("--data", "mnist"), "unknown data set"),
+    (("--stop-when", "accuracy"), "looks like"),
+    (("--strategy-params", '{"momentum": 2}'), "momentum"),
+])
+def test_bad_simulation_options_are_refused_with_a_sentence(argv, message):
+    extra = ("--strategy", "fedavgm") if "--strategy-params" in argv else ()
+    with pytest.raises(CommandError, match=message):
+        simulate("--rounds", "1", *argv, *extra)
