@@ -89,6 +89,11 @@ class ExperimentListApi(APIView):
         ])
 
 
+# Seconds between a waiting long-poll's re-checks: in the embedded mode every change is committed in
+# this process and wakes the poll itself, so the re-check is only a safety net.
+LONGPOLL_RECHECK_S = {"embedded": 5.0, "scaled": 1.0}
+
+
 class RoundCurrentApi(APIView):
     """The open round; with ?wait=S&known=N a long-poll that answers as soon as round N is over."""
 
@@ -103,18 +108,22 @@ class RoundCurrentApi(APIView):
             known_number = int(known) if known not in (None, "") else None
         except ValueError:
             raise ApplicationError("bad_query", "wait must be a number of seconds and known a round number.") from None
-        state = selectors.round_state(experiment)
         until = time.monotonic() + wait
-        while state["number"] == known_number and state["run"]["status"] == "running":
+        marker = selectors.round_marker(experiment)
+        # Only the round number or the run's end can answer the poll, so the wait re-checks that
+        # in one cheap query; the full state is built once, for the answer.
+        while marker[0] == known_number and marker[1] == Experiment.Status.RUNNING:
             remaining = until - time.monotonic()
             if remaining <= 0:
                 break
-            # Woken at once by commits in this process; a worker's commits are seen within a second.
+            # Woken at once by round changes committed in this process; changes committed by a
+            # Celery worker (scaled mode) are seen at the next re-check.
             with events.state_changed:
-                events.state_changed.wait(timeout=min(1.0, remaining))
+                events.state_changed.wait(timeout=min(LONGPOLL_RECHECK_S[settings.FL_MODE], remaining))
+            marker = selectors.round_marker(experiment)
+        if wait:
             experiment.refresh_from_db(fields=["status"])
-            state = selectors.round_state(experiment)
-        return Response(state)
+        return Response(selectors.round_state(experiment))
 
 
 class RoundListApi(APIView):
@@ -194,7 +203,7 @@ class ModelParamsApi(APIView):
 
     def get(self, request: Request) -> Response:
         experiment = experiment_from(request)
-        latest = selectors.model_version_latest(experiment)
+        latest = selectors.model_version_latest(experiment, with_blob=True)
         params, _ = params_loads(services.experiment_spec(experiment), bytes(latest.parameters))
         flat = flatten(params)
         return Response({"status": "success", "parameters": flat.tolist(), "size": int(flat.size),

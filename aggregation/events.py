@@ -34,12 +34,18 @@ def _group_send(message: dict[str, Any]) -> None:
         logger.warning("could not push %s to the dashboard: %s", message.get("event"), exc)
 
 
+# Events that change what a node's long-poll waits for (the round number, the run's end); an
+# accepted update does not, and waking every poll on every upload cost a core at 100 nodes.
+WAKES_LONGPOLLS = {"round.opened", "round.failed", "run.finished"}
+
+
 def event_send(kind: str, experiment: Experiment, data: dict[str, Any]) -> None:
-    """Push `kind` to dashboards and wake long-polls once the current transaction commits."""
+    """Push `kind` to dashboards (and wake long-polls if it matters to them) once the transaction commits."""
     message = {"type": "fl.event", "event": kind, "experiment": experiment.name, "data": data}
 
     def send() -> None:
-        _notify_waiters()
+        if kind in WAKES_LONGPOLLS:
+            _notify_waiters()
         _group_send(message)
 
     transaction.on_commit(send, robust=True)

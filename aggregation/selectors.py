@@ -20,17 +20,30 @@ def experiment_get(name: str | None) -> Experiment:
     return experiment
 
 
+# Reads that only need a version's metadata never load its parameter blob (megabytes per row).
+BLOBS = ("parameters", "strategy_state")
+
+
 def round_current(experiment: Experiment) -> Round | None:
-    return experiment.rounds.select_related("base_version").order_by("-number").first()
+    return (experiment.rounds.select_related("base_version").defer(*(f"base_version__{f}" for f in BLOBS))
+            .order_by("-number").first())
 
 
-def model_version_latest(experiment: Experiment) -> ModelVersion:
-    return experiment.versions.order_by("-version").first()  # version 0 always exists
+def model_version_latest(experiment: Experiment, *, with_blob: bool = False) -> ModelVersion:
+    versions = experiment.versions.order_by("-version")
+    return (versions if with_blob else versions.defer(*BLOBS)).first()  # version 0 always exists
+
+
+def round_marker(experiment: Experiment) -> tuple[int, str]:
+    """What a long-poll waits to change, in one cheap query: (current round number, run status)."""
+    number = experiment.rounds.order_by("-number").values_list("number", flat=True).first() or 0
+    status = Experiment.objects.filter(pk=experiment.pk).values_list("status", flat=True).first()
+    return number, status or ""
 
 
 def model_version_get(experiment: Experiment, version: str | int) -> ModelVersion:
     if version == "latest":
-        return model_version_latest(experiment)
+        return model_version_latest(experiment, with_blob=True)
     try:
         number = int(version)
     except (TypeError, ValueError):

@@ -14,7 +14,7 @@ from aggregation.fl.registry import strategy_create
 from aggregation.fl.serde import dumps, loads, params_dumps, params_loads, sha256_hex
 from aggregation.fl.strategy import AggregationError, FitRes, Strategy
 from aggregation.fl.validation import validate_update
-from aggregation.models import Experiment, ModelVersion, Round
+from aggregation.models import Experiment, ModelVersion, Round, Update
 from aggregation.services.evaluation import round_server_evaluate, stop_condition_reason
 from aggregation.services.experiments import experiment_spec
 
@@ -108,7 +108,8 @@ def _validated_results(experiment: Experiment, names: list[str], current: NDArra
     results: list[FitRes] = []
     failures: list[str] = []
     for update in updates:
-        params, _ = params_loads(experiment_spec(experiment), bytes(update.parameters))
+        blob = Update.objects.filter(pk=update.pk).values_list("parameters", flat=True).get()
+        params, _ = params_loads(experiment_spec(experiment), bytes(blob))
         checked, reason = validate_update(params, current, max_norm=experiment.update_max_norm,
                                           mode=experiment.update_norm_mode, names=names)
         if checked is None:
@@ -131,7 +132,8 @@ def round_aggregate(round_id: int) -> bool:
             return False
         experiment = rnd.experiment
         spec = experiment_spec(experiment)
-        updates = list(rnd.updates.select_related("node", "round").order_by("node__node_id"))
+        # Metadata first, blobs one at a time: sorting rows with their blobs cost SQLite seconds.
+        updates = list(rnd.updates.select_related("node", "round").defer("parameters").order_by("node__node_id"))
         try:
             current, _ = params_loads(spec, bytes(rnd.base_version.parameters))
             strategy = _strategy_restored(experiment, rnd.base_version)

@@ -9,7 +9,7 @@ from django.utils import timezone
 from aggregation import events
 from aggregation.fl import NDArrays
 from aggregation.fl.serde import SerdeError, check_finite, params_dumps, params_loads, sha256_hex
-from aggregation.models import Experiment, Round, Update
+from aggregation.models import Experiment, ModelVersion, Round, Update
 from aggregation.services.experiments import experiment_spec
 from aggregation.services.rounds import round_start_aggregation
 from fedsite.errors import ApplicationError
@@ -54,8 +54,8 @@ def _validate(experiment: Experiment, update: ParsedUpdate) -> bytes:
     return params_dumps(spec, update.parameters)
 
 
-def _delta_norm(experiment: Experiment, rnd: Round, params: NDArrays) -> float:
-    base, _ = params_loads(experiment_spec(experiment), bytes(rnd.base_version.parameters))
+def _delta_norm(experiment: Experiment, base_blob: bytes, params: NDArrays) -> float:
+    base, _ = params_loads(experiment_spec(experiment), bytes(base_blob))
     return math.sqrt(sum(float(((p.astype("float64") - b) ** 2).sum()) for p, b in zip(params, base)))
 
 
@@ -69,15 +69,15 @@ def update_submit(
     """
     blob = _validate(experiment, update)
     digest = sha256_hex(blob)
+    # A round's base model never changes, so its distance is measured before taking the lock:
+    # reading a model-sized blob inside the write transaction held every other upload back.
+    base = (ModelVersion.objects.filter(rounds_based_on__experiment=experiment, rounds_based_on__number=round_number)
+            .values_list("parameters", flat=True).first())
+    norm = _delta_norm(experiment, base, update.parameters) if base is not None else None
     with transaction.atomic():
         # The row lock serialises uploads to one round (PostgreSQL); SQLite's IMMEDIATE
         # transactions serialise all writers anyway.
-        rnd = (
-            Round.objects.select_for_update()
-            .select_related("experiment", "base_version")
-            .filter(experiment=experiment, number=round_number)
-            .first()
-        )
+        rnd = Round.objects.select_for_update().filter(experiment=experiment, number=round_number).first()
         current = _current_round_number(experiment)
         if rnd is None:
             raise ApplicationError(
@@ -102,7 +102,7 @@ def update_submit(
         stored = Update.objects.create(
             round=rnd, node=node, parameters=blob, num_examples=update.num_examples,
             metrics=update.metrics, sha256=digest, size=len(blob),
-            delta_norm=_delta_norm(experiment, rnd, update.parameters),
+            delta_norm=norm,
         )
         Node.objects.filter(pk=node.pk).update(last_seen=timezone.now())
         received = rnd.updates.count()
