@@ -73,7 +73,9 @@ def round_state(experiment: Experiment) -> dict[str, Any]:
     """What a node needs to know about the current round; also the long-poll's answer."""
     rnd = round_current(experiment)
     latest = model_version_latest(experiment)
-    nodes = list(rnd.updates.order_by("received_at").values_list("node__node_id", flat=True)) if rnd else []
+    # Arrival order by id: the (round, node) index answers it; received_at sits behind the
+    # parameter blob in the row, and SQLite would walk every blob to read it.
+    nodes = list(rnd.updates.order_by("id").values_list("node__node_id", flat=True)) if rnd else []
     return {
         "experiment": experiment.name,
         "number": rnd.number if rnd else 0,
@@ -119,7 +121,7 @@ def round_detail(experiment: Experiment, number: int) -> dict[str, Any]:
            .filter(number=number).first())
     if rnd is None:
         raise ApplicationError("unknown_round", f"Round {number} does not exist.", 404)
-    updates = rnd.updates.select_related("node").order_by("received_at")
+    updates = rnd.updates.select_related("node").defer("parameters").order_by("id")
     return {**round_summary(rnd), "updates": [
         {"node_id": u.node.node_id, "num_examples": u.num_examples, "metrics": u.metrics, "sha256": u.sha256,
          "size": u.size, "delta_norm": u.delta_norm, "rejected_reason": u.rejected_reason or None,
