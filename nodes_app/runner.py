@@ -17,9 +17,10 @@ import numpy as np
 from aggregation.datasets import NodeData
 from aggregation.fl import NDArrays
 from aggregation.fl.data import synthetic_regression
-from aggregation.fl.model import MLPSpec, forward, init_parameters, unflatten
+from aggregation.fl.model import MLPSpec, init_parameters
 from aggregation.fl.serde import SerdeError, check_finite, params_dumps, params_loads, sha256_hex
 from nodes_app.client import Backoff, ServerClient, ServerRejected, ServerUnavailable
+from nodes_app.localmodel import LocalModelApi
 from nodes_app.training import DEFAULT_CONFIG, data_check, fit, fit_and_evaluate
 
 logger = logging.getLogger("fedsite.node")
@@ -40,7 +41,7 @@ def default_seed(node_id: str) -> int:
     return int(node_id) if node_id.isdigit() else zlib.crc32(node_id.encode("utf-8"))
 
 
-class NodeRunner:
+class NodeRunner(LocalModelApi):
     """One federated node; step() is a single unit of work so tests can drive it."""
 
     def __init__(self, node_id: str, client: ServerClient, state_dir: Path | str, *, address: str = "",
@@ -277,32 +278,3 @@ class NodeRunner:
             elif not worked:
                 # Guards against a hot loop if the server answers long-polls at once.
                 self.stop.wait(max(0.0, self.min_poll_interval - (time.monotonic() - started)))
-
-    # The node's own HTTP API (nodeserver.py) uses the methods below, from other threads.
-    def status_snapshot(self) -> dict[str, Any]:
-        with self._lock:
-            return {"node_id": self.node_id, "round": self.round, "model_version": self.model_version,
-                    "model_sha256": self.model_sha256, "last_loss": self.last_loss, "state": self.state}
-
-    def replace_model(self, vector: np.ndarray) -> None:
-        """Install a flat parameter vector; ValueError if it has the wrong length or is not finite."""
-        params = unflatten(self.spec, vector)
-        check_finite(params, self.spec.names())
-        with self._lock:
-            self.params, self.model_version = params, None
-            self.model_sha256 = sha256_hex(params_dumps(self.spec, params))
-
-    def train_local(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-        """Train the in-memory model on given data with the last round's config; returns (before, after)."""
-        with self._lock:
-            base = self.params
-        before, after, new = self._train(base, x, y, seed=self.seed)
-        with self._lock:
-            self.params, self.model_version, self.last_loss = new, None, after
-            self.model_sha256 = sha256_hex(params_dumps(self.spec, new))
-        logger.info("local train request: %d examples, loss %.4f -> %.4f", len(x), before, after)
-        return before, after
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        with self._lock:
-            return forward(self.spec, self.params, x)
