@@ -1,4 +1,5 @@
 """HTTP API of the server: thin views that validate, call one service or selector, and serialize."""
+import math
 import time
 
 from django.conf import settings
@@ -103,11 +104,14 @@ class RoundCurrentApi(APIView):
         if node is not None:
             node_touch(node)
         try:
-            wait = min(max(float(request.query_params.get("wait", 0)), 0.0), settings.FL_LONGPOLL_MAX_S)
+            wait = float(request.query_params.get("wait", 0))
             known = request.query_params.get("known")
             known_number = int(known) if known not in (None, "") else None
+            if not math.isfinite(wait):  # NaN would never compare as expired: a request held forever
+                raise ValueError("wait is not finite")
         except ValueError:
             raise ApplicationError("bad_query", "wait must be a number of seconds and known a round number.") from None
+        wait = min(max(wait, 0.0), settings.FL_LONGPOLL_MAX_S)
         until = time.monotonic() + wait
         marker = selectors.round_marker(experiment)
         # Only the round number or the run's end can answer the poll, so the wait re-checks that

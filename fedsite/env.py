@@ -1,4 +1,5 @@
 """Strict environment helpers: junk in a variable is an error at start-up, not a surprise later."""
+import math
 import os
 
 from django.core.exceptions import ImproperlyConfigured
@@ -44,6 +45,8 @@ def envfloat(name: str, default: float, minimum: float | None = None) -> float:
         value = float(raw)
     except ValueError:
         raise ImproperlyConfigured(f"{name}={raw!r} is not a number.") from None
+    if not math.isfinite(value):
+        raise ImproperlyConfigured(f"{name}={raw!r} must be a finite number.")
     if minimum is not None and value < minimum:
         raise ImproperlyConfigured(f"{name}={value} must be at least {minimum}.")
     return value

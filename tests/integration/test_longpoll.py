@@ -52,7 +52,9 @@ def test_longpoll_is_woken_by_the_round_closing(api, experiment, register, uploa
     assert answer["seconds"] < 20  # woken by the commit, not by the 25 s timeout
 
 
-def test_longpoll_rejects_a_malformed_query(api, experiment):
-    response = api.get("/api/rounds/current?experiment=exp&wait=soon")
+@pytest.mark.parametrize("query", ["wait=soon", "wait=nan&known=1", "wait=inf&known=1", "wait=-inf&known=1",
+                                   "wait=1&known=one"])
+def test_longpoll_rejects_a_malformed_query(api, experiment, query):
+    response = api.get(f"/api/rounds/current?experiment=exp&{query}")
 
     assert response.status_code == 400 and response.json()["error"] == "bad_query"

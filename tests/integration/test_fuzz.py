@@ -1,0 +1,58 @@
+"""Whatever a client sends, the API answers with a status below 500 and a JSON error body."""
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+pytestmark = pytest.mark.django_db
+
+FUZZ = settings(max_examples=60, deadline=None, derandomize=True,
+                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=12), inner, max_size=5),
+    max_leaves=20,
+)
+bodies = st.one_of(
+    json_values.map(lambda v: ("application/json", json.dumps(v).encode())),
+    st.binary(max_size=300).map(lambda b: ("application/octet-stream", b)),
+    st.binary(max_size=100).map(lambda b: ("application/json", b)),
+    st.text(max_size=50).map(lambda t: ("text/plain", t.encode())),
+)
+POSTS = ["/api/rounds/1/updates?experiment=exp", "/api/rounds/999/updates?experiment=exp", "/message?experiment=exp",
+         "/api/nodes/register"]
+GETS = ["/api/rounds/current?experiment=exp&wait={q}&known={q}", "/api/models/{q}?experiment=exp",
+        "/api/models/{q}/download?experiment=exp&format={q}", "/api/rounds/{q}?experiment={q}",
+        "/status?experiment={q}"]
+
+
+def _assert_json_error_or_success(response) -> None:
+    assert response.status_code < 500, response.content[:500]
+    if response.status_code >= 400:
+        body = response.json()
+        assert set(body) >= {"error", "detail"} and body["detail"]
+
+
+@FUZZ
+@given(path=st.sampled_from(POSTS), body=bodies, authenticated=st.booleans())
+def test_any_post_body_gets_an_answer_below_500(experiment, api, register, path, body, authenticated):
+    token = register("fuzz") if authenticated and not hasattr(experiment, "_fuzz_token") else None
+    if token:
+        experiment._fuzz_token = token
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {experiment._fuzz_token}"} if authenticated else {}
+    content_type, payload = body
+
+    response = api.generic("POST", path, payload, content_type=content_type, **headers)
+
+    _assert_json_error_or_success(response)
+
+
+@FUZZ
+@given(template=st.sampled_from(GETS), value=st.text(max_size=15))
+def test_any_query_gets_an_answer_below_500(experiment, api, template, value):
+    from urllib.parse import quote
+
+    response = api.get(template.format(q=quote(value)))
+
+    _assert_json_error_or_success(response)

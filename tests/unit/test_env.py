@@ -1,0 +1,24 @@
+"""Strict environment helpers: junk in a variable stops the start with a sentence naming it."""
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from fedsite.env import envbool, envchoice, envfloat, envint
+
+
+@pytest.mark.parametrize(("helper", "raw"), [(envbool, "maybe"), (envint, "3.5"), (envint, "-1"), (envfloat, "nan"),
+                                             (envfloat, "inf"), (envfloat, "soon"), (envchoice, "sometimes")])
+def test_env_helpers_refuse_junk_naming_the_variable(monkeypatch, helper, raw):
+    monkeypatch.setenv("FL_TEST_VALUE", raw)
+    args = {envbool: (False,), envint: (1, 0), envfloat: (1.0, 0.0), envchoice: ("fail", ("fail", "extend"))}[helper]
+
+    with pytest.raises(ImproperlyConfigured, match="FL_TEST_VALUE"):
+        helper("FL_TEST_VALUE", *args)
+
+
+def test_env_helpers_read_good_values_and_defaults(monkeypatch):
+    monkeypatch.setenv("FL_A", "yes")
+    monkeypatch.setenv("FL_B", "7")
+    monkeypatch.setenv("FL_C", "0.5")
+
+    assert envbool("FL_A") is True and envint("FL_B", 1) == 7 and envfloat("FL_C", 1.0) == 0.5
+    assert envint("FL_UNSET_FOR_TEST", 3) == 3
