@@ -39,9 +39,13 @@ def _group_send(message: dict[str, Any]) -> None:
 WAKES_LONGPOLLS = {"round.opened", "round.failed", "run.finished"}
 
 
-def event_send(kind: str, experiment: Experiment, data: dict[str, Any]) -> None:
-    """Push `kind` to dashboards (and wake long-polls if it matters to them) once the transaction commits."""
-    message = {"type": "fl.event", "event": kind, "experiment": experiment.name, "data": data}
+def event_send(kind: str, experiment: Experiment | None, data: dict[str, Any]) -> None:
+    """Push `kind` to dashboards (and wake long-polls if it matters to them) once the transaction commits.
+
+    `experiment` is None for events about nodes, which belong to no experiment.
+    """
+    message = {"type": "fl.event", "event": kind, "experiment": experiment.name if experiment else None,
+               "data": data}
 
     def send() -> None:
         if kind in WAKES_LONGPOLLS:

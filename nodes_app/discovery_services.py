@@ -5,8 +5,7 @@ import logging
 import secrets
 from typing import Any
 
-from asgiref.sync import async_to_sync, sync_to_async
-from channels.layers import get_channel_layer
+from asgiref.sync import sync_to_async
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -17,7 +16,6 @@ from nodes_app.services import address_validate, node_id_validate
 
 logger = logging.getLogger("fedsite.discovery")
 
-DASHBOARD_GROUP = "dashboard"
 # Real token hashes are 64 hex digits, so a hash with this prefix never matches a token.
 UNUSABLE_TOKEN_PREFIX = "!etcd:"
 
@@ -28,20 +26,10 @@ def unusable_token_hash() -> str:
 
 def _push(kind: str, node: Node) -> None:
     """Tell dashboards about `node` once the transaction commits; a failed push is only logged."""
-    message = {"type": "fl.event", "event": kind, "experiment": None,
-               "data": {"node_id": node.node_id, "address": node.address, "status": node.status,
-                        "source": node.source, "discovery_alive": node.discovery_alive}}
+    from aggregation.events import event_send
 
-    def send() -> None:
-        layer = get_channel_layer()
-        if layer is None:
-            return
-        try:
-            async_to_sync(layer.group_send)(DASHBOARD_GROUP, message)
-        except Exception as exc:  # a dashboard push must never undo or fail committed work
-            logger.warning("could not push %s for node %s to the dashboard: %s", kind, node.node_id, exc)
-
-    transaction.on_commit(send, robust=True)
+    event_send(kind, None, {"node_id": node.node_id, "address": node.address, "status": node.status,
+                            "source": node.source, "discovery_alive": node.discovery_alive})
 
 
 def node_discovered(node_id: str, address: str) -> Node:

@@ -1,6 +1,5 @@
 """Accepting a node's update for a round: validate, store once, close the round when it is full."""
 import logging
-import math
 from dataclasses import dataclass, field
 
 from django.db import transaction
@@ -9,6 +8,7 @@ from django.utils import timezone
 from aggregation import events
 from aggregation.fl import NDArrays
 from aggregation.fl.serde import SerdeError, check_finite, params_dumps, params_loads, sha256_hex
+from aggregation.fl.validation import delta_norm
 from aggregation.models import Experiment, ModelVersion, Round, Update
 from aggregation.services.experiments import experiment_spec
 from aggregation.services.rounds import round_start_aggregation
@@ -56,7 +56,7 @@ def _validate(experiment: Experiment, update: ParsedUpdate) -> bytes:
 
 def _delta_norm(experiment: Experiment, base_blob: bytes, params: NDArrays) -> float:
     base, _ = params_loads(experiment_spec(experiment), bytes(base_blob))
-    return math.sqrt(sum(float(((p.astype("float64") - b) ** 2).sum()) for p, b in zip(params, base)))
+    return delta_norm(params, base)
 
 
 def update_submit(
