@@ -74,6 +74,55 @@ def _weighted_sum(layers: list[np.ndarray], shares: list[float]) -> np.ndarray:
     return out.reshape(np.shape(layers[0]))
 
 
+class MeanAccumulator:
+    """The example-weighted mean of updates that arrive one at a time: memory of one model, whatever their number.
+
+    `expected_weight` is the total weight announced in advance (the sum of num_examples); each update is
+    added scaled by weight / expected_weight, so the float32 sums stay O(1) as in `weighted_average`.
+    If fewer updates end up added (some rejected), `mean()` rescales by the weight actually added.
+    """
+
+    def __init__(self, reference: NDArrays, expected_weight: float) -> None:
+        if not math.isfinite(expected_weight) or expected_weight <= 0:
+            raise AggregationError("the results hold no examples in total, so they cannot be weighted")
+        self.shapes = [np.shape(layer) for layer in reference]
+        self.sums = [np.zeros(np.size(layer), dtype=np.float32) for layer in reference]
+        self.expected = float(expected_weight)
+        self.added = 0.0
+        self.count = 0
+
+    def add(self, layers: NDArrays, weight: float) -> None:
+        """Add one update (shapes as the reference) with its weight."""
+        weight = _check_weight(self.count, weight)
+        if len(layers) != len(self.shapes):
+            raise AggregationError(
+                f"result {self.count} has {len(layers)} tensors but the model has {len(self.shapes)}"
+            )
+        for position, (layer, shape) in enumerate(zip(layers, self.shapes)):
+            if np.shape(layer) != shape:
+                raise AggregationError(
+                    f"tensor {position} of result {self.count} has shape {np.shape(layer)} but the model's has "
+                    f"shape {shape}"
+                )
+        share = np.float32(weight / self.expected)
+        for acc, layer in zip(self.sums, layers):
+            flat = np.ravel(np.asarray(layer, dtype=np.float32))
+            for start in range(0, flat.size, _BLOCK):  # blockwise: the product never takes a model-sized temporary
+                block = acc[start : start + _BLOCK]
+                block += flat[start : start + _BLOCK] * share
+        self.added += weight
+        self.count += 1
+
+    def mean(self) -> NDArrays:
+        if self.count == 0 or self.added <= 0:
+            raise AggregationError("the results hold no examples in total, so they cannot be weighted")
+        out = [acc.reshape(shape) for acc, shape in zip(self.sums, self.shapes)]
+        if self.added != self.expected:
+            for layer in out:
+                layer *= np.float32(self.expected / self.added)
+        return out
+
+
 def weighted_metrics(results: list[tuple[int, dict[str, float]]]) -> dict[str, float]:
     """Example-weighted mean of every numeric metric, over the results that report it.
 

@@ -15,9 +15,15 @@ class FedAvg(Strategy):
     Networks from Decentralized Data", AISTATS 2017 (arXiv:1602.05629).
 
     min_results: fewer results than this keep the current model.
+
+    The FedAvg family (FedAvgM, FedProx, FedAdagrad, FedAdam, FedYogi) uses the results' parameters
+    only through their example-weighted mean, so `streams_mean` is True: the server may compute the
+    mean while reading updates one at a time (memory independent of the number of nodes) and call
+    `aggregate_mean` with it; `aggregate_fit` is the in-memory route to the same step.
     """
 
     name = "fedavg"
+    streams_mean = True
 
     def __init__(self, *, min_results: int = 1) -> None:
         self.min_results = check_int("min_results", min_results, minimum=1)
@@ -39,4 +45,17 @@ class FedAvg(Strategy):
     ) -> tuple[NDArrays | None, dict[str, float]]:
         if not results or len(results) < self.min_results:
             return None, {}
-        return self.average(parameters, results), fit_metrics(results)
+        return self.aggregate_mean(server_round, parameters, self.average(parameters, results), results, failures)
+
+    def aggregate_mean(
+        self,
+        server_round: int,
+        parameters: NDArrays,
+        mean: NDArrays,
+        results: list[FitRes],
+        failures: list[str],
+    ) -> tuple[NDArrays | None, dict[str, float]]:
+        """The step from the results' weighted mean; `results` give counts and metrics (parameters may be empty)."""
+        if not results or len(results) < self.min_results:
+            return None, {}
+        return mean, fit_metrics(results)

@@ -77,16 +77,16 @@ class FedOpt(FedAvg):
         self.m, self.v = m, v
         self.steps = int(state["steps"]) if m is not None else 0
 
-    def aggregate_fit(
+    def aggregate_mean(
         self,
         server_round: int,
         parameters: NDArrays,
+        average: NDArrays,
         results: list[FitRes],
         failures: list[str],
     ) -> tuple[NDArrays | None, dict[str, float]]:
         if not results or len(results) < self.min_results:
             return None, {}
-        average = self.average(parameters, results)
         current = as_float64(parameters)
         if self.m is None or self.v is None:
             self.m = [np.zeros_like(layer) for layer in current]

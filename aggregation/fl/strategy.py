@@ -30,6 +30,9 @@ class Strategy(ABC):
     """Base class for aggregation strategies; hyperparameters are keyword-only constructor arguments."""
 
     name: ClassVar[str]
+    # True when aggregate_fit uses the results' parameters only through their example-weighted mean;
+    # such a strategy implements aggregate_mean and can be fed a mean accumulated in streaming.
+    streams_mean: ClassVar[bool] = False
 
     def initialize_parameters(self, spec: MLPSpec, seed: int) -> NDArrays | None:
         """The round-0 model; every node starts from it, so it must come from the seed alone."""
@@ -66,6 +69,17 @@ class Strategy(ABC):
         `parameters` is the current global model. Returning None as the parameters means "keep the
         current model". Failures are reported here, never raised.
         """
+
+    def aggregate_mean(
+        self,
+        server_round: int,
+        parameters: NDArrays,
+        mean: NDArrays,
+        results: list[FitRes],
+        failures: list[str],
+    ) -> tuple[NDArrays | None, dict[str, float]]:
+        """aggregate_fit given the results' example-weighted mean; only strategies with `streams_mean`."""
+        raise NotImplementedError(f"strategy {self.name!r} needs every update, not only their mean")
 
 
 def layers_state(prefix: str, layers: NDArrays | None) -> dict[str, np.ndarray]:

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from aggregation import events
 from aggregation.fl import NDArrays
+from aggregation.fl.aggregate import MeanAccumulator
 from aggregation.fl.registry import strategy_create
 from aggregation.fl.serde import dumps, loads, params_dumps, params_loads, sha256_hex
 from aggregation.fl.strategy import AggregationError, FitRes, Strategy
@@ -102,25 +103,49 @@ def _strategy_restored(experiment: Experiment, base: ModelVersion) -> Strategy:
     return strategy
 
 
-def _validated_results(experiment: Experiment, names: list[str], current: NDArrays,
-                       updates: list) -> tuple[list[FitRes], list[str]]:
-    """Updates that pass validation (clipped if so configured); the others get their reason recorded."""
-    results: list[FitRes] = []
-    failures: list[str] = []
+def _checked_updates(experiment: Experiment, names: list[str], current: NDArrays, updates: list):
+    """Yield (update, usable parameters) one blob at a time; a rejected update gets its reason recorded."""
+    spec = experiment_spec(experiment)
     for update in updates:
         blob = Update.objects.filter(pk=update.pk).values_list("parameters", flat=True).get()
-        params, _ = params_loads(experiment_spec(experiment), bytes(blob))
+        params, _ = params_loads(spec, blob)
         checked, reason = validate_update(params, current, max_norm=experiment.update_max_norm,
                                           mode=experiment.update_norm_mode, names=names)
         if checked is None:
             update.rejected_reason = reason or "rejected"
             update.save(update_fields=["rejected_reason"])
-            failures.append(f"node {update.node.node_id}: {update.rejected_reason}")
             logger.warning("[%s] round %d: update from node %s rejected: %s", experiment.name,
                            update.round.number, update.node.node_id, update.rejected_reason)
+        yield update, checked
+
+
+def _fit(strategy: Strategy, experiment: Experiment, rnd: Round, current: NDArrays,
+         updates: list) -> tuple[NDArrays | None, dict, list[FitRes], list[str]]:
+    """Run the strategy over the round's updates; (new parameters, metrics, accepted results, failures).
+
+    A strategy that only needs the weighted mean (the FedAvg family) gets it accumulated while the
+    updates are read one by one, so memory stays at a few models whatever the number of nodes; the
+    others receive every update in memory.
+    """
+    names = experiment_spec(experiment).names()
+    accumulator = MeanAccumulator(current, sum(u.num_examples for u in updates)) if strategy.streams_mean else None
+    results: list[FitRes] = []
+    failures: list[str] = []
+    for update, params in _checked_updates(experiment, names, current, updates):
+        if params is None:
+            failures.append(f"node {update.node.node_id}: {update.rejected_reason}")
             continue
-        results.append(FitRes(checked, update.num_examples, update.metrics))
-    return results, failures
+        if accumulator is not None:
+            accumulator.add(params, update.num_examples)
+            params = []
+        results.append(FitRes(params, update.num_examples, update.metrics))
+    if not results:
+        return None, {}, results, failures
+    if accumulator is not None:
+        new, metrics = strategy.aggregate_mean(rnd.number, current, accumulator.mean(), results, failures)
+    else:
+        new, metrics = strategy.aggregate_fit(rnd.number, current, results, failures)
+    return new, metrics, results, failures
 
 
 def round_aggregate(round_id: int) -> bool:
@@ -137,11 +162,10 @@ def round_aggregate(round_id: int) -> bool:
         try:
             current, _ = params_loads(spec, bytes(rnd.base_version.parameters))
             strategy = _strategy_restored(experiment, rnd.base_version)
-            results, failures = _validated_results(experiment, spec.names(), current, updates)
+            new_params, metrics, results, failures = _fit(strategy, experiment, rnd, current, updates)
             if not results:
                 round_fail(rnd, f"all {len(updates)} updates were rejected: {'; '.join(failures)}")
                 return True
-            new_params, metrics = strategy.aggregate_fit(rnd.number, current, results, failures)
         except (AggregationError, ValueError) as exc:
             round_fail(rnd, f"aggregation failed: {exc}")
             return True
