@@ -25,6 +25,9 @@ logger = logging.getLogger("fedsite.node")
 
 class Command(BaseCommand):
     help = "Run a node: serve its API, register with the server, then train and upload every round over HTTP."
+    # The system checks are the server's (they import its URLconf and with it every view, DRF, Prometheus); a
+    # node uses no database, URL, template or admin. `python -m fedsite` (call_command) skipped them already.
+    requires_system_checks: list[str] = []
 
     def add_arguments(self, parser: CommandParser) -> None:
         env = os.environ.get
