@@ -29,7 +29,7 @@ class ExperimentAdmin(admin.ModelAdmin):
         (None, {"fields": ("name", "status", "model_spec")}),
         ("Strategy", {"fields": ("strategy", "strategy_params", "update_max_norm", "update_norm_mode")}),
         ("Rounds", {"fields": ("total_nodes", "min_nodes", "round_timeout_s", "on_timeout", "max_rounds")}),
-        ("Node training", {"fields": ("epochs", "learning_rate", "batch_size", "seed")}),
+        ("Node training", {"fields": ("epochs", "learning_rate", "batch_size", "seed", "update_encoding")}),
         ("Evaluation and stopping", {"fields": ("server_eval", "server_eval_target", "stop_metric", "stop_op",
                                                 "stop_threshold", "stop_patience", "finish_reason")}),
     )

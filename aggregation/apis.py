@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 
 from aggregation import events, metrics, parsing, selectors, services
 from aggregation.dashboard import dashboard_access_allowed, dashboard_snapshot
+from aggregation.fl import NDArrays
 from aggregation.fl.model import flatten
 from aggregation.fl.serde import params_loads
 from aggregation.models import Experiment
@@ -39,14 +40,24 @@ def experiment_from(request: Request) -> Experiment:
     return selectors.experiment_get(request.query_params.get("experiment"))
 
 
-def parsed_update(request: Request, experiment: Experiment) -> services.ParsedUpdate:
+def round_base(experiment: Experiment, number: int) -> NDArrays:
+    """Round `number`'s base model: what an fp16/int8 delta upload is decoded against."""
+    base = services.round_base_parameters(experiment, number)
+    if base is None:
+        raise ApplicationError("unknown_round", f"Round {number} does not exist, so no update can be decoded "
+                               "against its model.", 404)
+    return base
+
+
+def parsed_update(request: Request, experiment: Experiment, number: int) -> services.ParsedUpdate:
     spec = services.experiment_spec(experiment)
     body = body_read(request)
     if not body:
         raise ApplicationError("empty_body", "The upload is empty; send safetensors bytes or a JSON object.")
     content_type = (request.content_type or "").split(";")[0].strip().lower()
     if content_type == "application/octet-stream":
-        return parsing.update_from_safetensors(spec, body)
+        # A compressed upload is decoded whatever the experiment's update_encoding: the body says how.
+        return parsing.update_from_safetensors(spec, body, base=lambda: round_base(experiment, number))
     if content_type in ("application/json", ""):
         return parsing.update_from_json(spec, parsing.json_body(body))
     raise ApplicationError("unsupported_media_type", f"Content-Type {content_type!r} is not accepted; use "
@@ -83,6 +94,7 @@ class ExperimentListApi(APIView):
                 "round_timeout_s": e.round_timeout_s, "on_timeout": e.on_timeout, "max_rounds": e.max_rounds,
                 "epochs": e.epochs, "learning_rate": e.learning_rate, "batch_size": e.batch_size,
                 "update_max_norm": e.update_max_norm, "update_norm_mode": e.update_norm_mode,
+                "update_encoding": e.update_encoding,
                 "server_eval": e.server_eval, "stop_metric": e.stop_metric, "stop_op": e.stop_op,
                 "stop_threshold": e.stop_threshold, "stop_patience": e.stop_patience, "finish_reason": e.finish_reason,
             }
@@ -155,7 +167,7 @@ class UpdateSubmitApi(APIView):
     def post(self, request: Request, number: int) -> Response:
         node = node_from_request(request)
         experiment = experiment_from(request)
-        update = parsed_update(request, experiment)
+        update = parsed_update(request, experiment, number)
         stored, created = services.update_submit(
             experiment=experiment, round_number=number, node=node, update=update
         )

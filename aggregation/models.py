@@ -37,6 +37,12 @@ class Experiment(models.Model):
         null=True, blank=True, help_text="Bound on ||update − model||₂ checked before aggregation; empty: none."
     )
     update_norm_mode = models.CharField(max_length=8, choices=NormMode.choices, default=NormMode.REJECT)
+    update_encoding = models.CharField(
+        max_length=8, default="none",
+        choices=[("none", "float32 (no compression)"), ("fp16", "fp16 delta"),
+                 ("int8", "int8 delta, per-tensor scale")],
+        help_text="How nodes compress the update they upload: none, fp16 or int8 (update minus the round's model).",
+    )
     # Early stop: the run finishes once round metric `stop_metric` (e.g. val_accuracy, test_accuracy,
     # loss) is `stop_op` `stop_threshold` in `stop_patience` closed rounds in a row.
     stop_metric = models.CharField(max_length=64, blank=True, default="",

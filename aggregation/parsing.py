@@ -1,12 +1,15 @@
 """Turning request bodies (JSON or safetensors) into ParsedUpdate, with sentences for every mistake."""
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from aggregation.fl import NDArrays
+from aggregation.fl.compression import update_decode, update_encoding_of
 from aggregation.fl.model import MLPSpec, unflatten
-from aggregation.fl.serde import SerdeError, params_loads
+from aggregation.fl.serde import SerdeError, all_float32
 from aggregation.services import ParsedUpdate
 from fedsite.errors import ApplicationError
 
@@ -88,15 +91,22 @@ def update_from_json(spec: MLPSpec, body: Any) -> ParsedUpdate:
     )
 
 
-def update_from_safetensors(spec: MLPSpec, body: bytes) -> ParsedUpdate:
+def _no_base() -> NDArrays:
+    raise SerdeError("it is delta-encoded, but the round's base model is not known here")
+
+
+def update_from_safetensors(spec: MLPSpec, body: bytes, base: Callable[[], NDArrays] | None = None) -> ParsedUpdate:
+    """Float32 parameters, or an fp16/int8 delta (fl.compression) decoded against `base()`, the round's model."""
     try:
-        params, metadata = params_loads(spec, body)
+        params, metadata = update_decode(spec, body, base or _no_base)
     except SerdeError as exc:
         raise ApplicationError("bad_safetensors", f"The safetensors body is rejected: {exc}") from None
     return ParsedUpdate(
         parameters=params,
         num_examples=num_examples_parse(metadata.get("num_examples")),
         metrics=metrics_parse(metadata.get("metrics")),
+        # Plain float32 parameters are stored as they came, with no re-encoding.
+        raw=bytes(body) if update_encoding_of(metadata) == "none" and all_float32(body) else None,
     )
 
 

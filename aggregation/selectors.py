@@ -64,6 +64,8 @@ def round_config(experiment: Experiment, rnd: Round | None) -> dict[str, Any]:
         "learning_rate": experiment.learning_rate,
         "batch_size": experiment.batch_size,
     }
+    if experiment.update_encoding != "none":  # absent means float32 uploads, as before compression existed
+        config["update_encoding"] = experiment.update_encoding
     if rnd is not None:
         config.update(strategy_create(experiment.strategy, experiment.strategy_params).configure_fit(rnd.number))
     return config

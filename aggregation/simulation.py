@@ -1,6 +1,7 @@
 """Virtual nodes for `manage.py simulate`. Each trains with the nodes' own training code (nodes_app.training) and
 hands its update to the same services an HTTP upload reaches, so rounds, validation, the strategy, server
 evaluation and stop conditions run exactly as for real nodes; only HTTP and the token check are skipped."""
+import json
 import logging
 import multiprocessing
 import secrets
@@ -15,10 +16,12 @@ from django.utils.text import slugify
 
 from aggregation.datasets import BUILTIN, NodeData, nodes_data_load
 from aggregation.fl import NDArrays
+from aggregation.fl.compression import update_encode
 from aggregation.fl.data import synthetic_regression
 from aggregation.fl.model import MLPSpec
 from aggregation.fl.serde import params_loads
 from aggregation.models import Experiment, Round
+from aggregation.parsing import update_from_safetensors
 from aggregation.selectors import round_config, round_current
 from aggregation.services.experiments import experiment_create
 from aggregation.services.updates import ParsedUpdate, update_submit
@@ -57,6 +60,7 @@ class SimulationConfig:
     stop_patience: int = 1
     name: str = ""
     workers: int = 1
+    update_encoding: str = "none"  # none | fp16 | int8: how the virtual nodes compress their uploads
 
 
 def synthetic_nodes(count: int, samples: int = 100) -> list[NodeData]:
@@ -89,6 +93,7 @@ class Simulation:
         self.experiment: Experiment | None = None
         self.nodes: list[Node] = []
         self._pool: Executor | None = None
+        self.uploaded_bytes = self.uploads = 0  # safetensors bodies the virtual nodes "sent"
 
     def _spec(self) -> MLPSpec:
         first = self.data[0]
@@ -116,7 +121,7 @@ class Simulation:
             learning_rate=cfg.learning_rate, batch_size=cfg.batch_size, seed=cfg.seed,
             server_eval=self.server_eval(), server_eval_target=cfg.target or "",
             stop_metric=cfg.stop_metric, stop_op=cfg.stop_op, stop_threshold=cfg.stop_threshold,
-            stop_patience=cfg.stop_patience,
+            stop_patience=cfg.stop_patience, update_encoding=cfg.update_encoding,
         )
         # Virtual nodes are ordinary Node rows (ids sim-1..sim-N, reused by later simulations).
         self.nodes = [node_issue_token(f"sim-{i}", rotate=True)[0] for i in range(1, cfg.nodes + 1)]
@@ -153,10 +158,11 @@ class Simulation:
             raise RuntimeError(f"no open round in {self.experiment.name}; the run is {self.experiment.status}")
         base, _ = params_loads(self.spec, bytes(rnd.base_version.parameters))
         base = [np.array(p, dtype=np.float32) for p in base]
-        results = self._train(base, round_config(self.experiment, rnd), rnd.number)
+        config = round_config(self.experiment, rnd)
+        results = self._train(base, config, rnd.number)
         for k, (node, data, (params, metrics)) in enumerate(zip(self.nodes, self.data, results), start=1):
-            update_submit(experiment=self.experiment, round_number=rnd.number, node=node,
-                          update=ParsedUpdate(params, len(data.y_train), metrics))
+            update = self._wire(base, params, len(data.y_train), metrics, config.get("update_encoding", "none"))
+            update_submit(experiment=self.experiment, round_number=rnd.number, node=node, update=update)
             if on_submit is not None:
                 on_submit(k)
         deadline = time.monotonic() + timeout
@@ -167,6 +173,15 @@ class Simulation:
             time.sleep(0.05)
         self.experiment.refresh_from_db()
         return rnd
+
+    def _wire(self, base: NDArrays, params: NDArrays, num_examples: int, metrics: dict[str, float],
+              encoding: str) -> ParsedUpdate:
+        """The upload a real node would send (safetensors in the round's encoding), decoded as the server does."""
+        metadata = {"num_examples": str(num_examples), "metrics": json.dumps(metrics)}
+        body = update_encode(self.spec, params, base, encoding, metadata)
+        self.uploaded_bytes += len(body)
+        self.uploads += 1
+        return update_from_safetensors(self.spec, body, base=lambda: base)
 
     def close(self) -> None:
         if self._pool is not None:

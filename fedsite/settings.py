@@ -200,6 +200,7 @@ FL_LEARNING_RATE = envfloat("FL_LEARNING_RATE", 0.01, minimum=0.0)
 FL_BATCH_SIZE = envint("FL_BATCH_SIZE", 0, minimum=0)
 FL_UPDATE_MAX_NORM = envfloat("FL_UPDATE_MAX_NORM", 0.0, minimum=0.0) or None  # 0 / unset: no bound
 FL_UPDATE_NORM_MODE = envchoice("FL_UPDATE_NORM_MODE", "reject", ("reject", "clip"))
+FL_UPDATE_ENCODING = envchoice("FL_UPDATE_ENCODING", "none", ("none", "fp16", "int8"))  # nodes' upload compression
 # Real data (README "Real data"): the default experiment's task, server-side test set and stop condition.
 FL_MODEL_TASK = envchoice("FL_MODEL_TASK", "regression", ("regression", "classification"))
 FL_SERVER_EVAL = envstr("FL_SERVER_EVAL").strip()  # digits | breast_cancer | wine | iris | diabetes | csv:PATH

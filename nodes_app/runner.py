@@ -16,6 +16,7 @@ import numpy as np
 
 from aggregation.datasets import NodeData
 from aggregation.fl import NDArrays
+from aggregation.fl.compression import ENCODINGS, update_encode
 from aggregation.fl.data import synthetic_regression
 from aggregation.fl.model import MLPSpec, init_parameters
 from aggregation.fl.serde import SerdeError, check_finite, params_dumps, params_loads, sha256_hex
@@ -196,8 +197,9 @@ class NodeRunner(LocalModelApi):
             self._fetch_model(version)
             self._config = {**DEFAULT_CONFIG, **(info.get("config") or {})}
             self.state = "training"
+            base = self.params  # the round's model: compressed uploads carry the difference to it
             try:
-                new, metrics = self._fit_round(self.params, seed=self.seed + number)
+                new, metrics = self._fit_round(base, seed=self.seed + number)
             except ValueError as exc:  # SerdeError included
                 # Training is deterministic, so retrying this round would fail the same way.
                 logger.error("round %d: training failed, skipping the round: %s", number, exc)
@@ -209,7 +211,7 @@ class NodeRunner(LocalModelApi):
                         "".join(f", {k} {v:.4f}" for k, v in metrics.items() if k.startswith("val_")))
             metadata = {"num_examples": str(len(self.x)), "base_version": str(version),
                         "metrics": json.dumps(metrics)}
-            self._pending = (number, params_dumps(self.spec, new, metadata))
+            self._pending = (number, self._encoded(number, new, base, metadata))
         self.state = "uploading"
         try:
             status, answer = self.client.upload_update(number, self._pending[1])
@@ -226,6 +228,20 @@ class NodeRunner(LocalModelApi):
                 logger.error("round %d: upload refused: %s", number, exc)
         self._mark_done(number)
         return True
+
+    def _encoded(self, number: int, new: NDArrays, base: NDArrays, metadata: dict[str, str]) -> bytes:
+        """The upload in the round's update_encoding; float32 (which every server reads) when that cannot be used."""
+        encoding = str(self._config.get("update_encoding") or "none")
+        if encoding not in ENCODINGS:
+            logger.warning("round %d: update encoding %r is unknown here; uploading float32", number, encoding)
+            encoding = "none"
+        try:
+            body = update_encode(self.spec, new, base, encoding, metadata)
+        except SerdeError as exc:  # e.g. a delta beyond fp16's range
+            logger.warning("round %d: cannot encode the update as %s (%s); uploading float32", number, encoding, exc)
+            encoding, body = "none", params_dumps(self.spec, new, metadata)
+        logger.info("round %d: update encoded as %s, %d bytes", number, encoding, len(body))
+        return body
 
     def _mark_done(self, number: int) -> None:
         self._pending, self._last_problem = None, ""

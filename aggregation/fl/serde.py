@@ -38,15 +38,13 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def dumps(
-    tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None
-) -> bytes:
-    """Encode tensors in the given order; the header is padded with spaces to a multiple of 8 bytes."""
+def _layout(tensors: dict[str, np.ndarray], metadata: dict[str, str] | None) -> tuple[bytes, list[np.ndarray]]:
+    """The encoded header (length prefix included) and the tensors' data as contiguous uint8 views."""
     header: dict[str, Any] = {}
     if metadata is not None:
         _check_metadata(metadata)
         header[METADATA_KEY] = dict(metadata)
-    chunks: list[Any] = []
+    chunks: list[np.ndarray] = []
     offset = 0
     for name, value in tensors.items():
         if not isinstance(name, str):
@@ -69,7 +67,26 @@ def dumps(
         offset += data.nbytes
     encoded = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
     encoded += b" " * (-len(encoded) % 8)
-    return b"".join([len(encoded).to_bytes(8, "little"), encoded, *chunks])
+    return len(encoded).to_bytes(8, "little") + encoded, chunks
+
+
+def dumps(
+    tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None
+) -> bytes:
+    """Encode tensors in the given order; the header is padded with spaces to a multiple of 8 bytes."""
+    header, chunks = _layout(tensors, metadata)
+    return b"".join([header, *chunks])
+
+
+def dumps_sha256(
+    tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None
+) -> str:
+    """sha256_hex(dumps(tensors, metadata)), hashed piece by piece without building the encoding."""
+    header, chunks = _layout(tensors, metadata)
+    digest = hashlib.sha256(header)
+    for chunk in chunks:
+        digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -191,6 +208,13 @@ def loads(
     return tensors, metadata
 
 
+def all_float32(buf: bytes | bytearray | memoryview) -> bool:
+    """Whether every tensor of a (well-formed) safetensors buffer is stored as F32; reads the header only."""
+    header = _read_header(memoryview(buf).cast("B"))
+    header.pop(METADATA_KEY, None)
+    return all(isinstance(entry, dict) and entry.get("dtype") == "F32" for entry in header.values())
+
+
 def _check_shape(name: str, arr: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     if arr.shape != shape:
         msg = f"tensor {name!r} has shape {list(arr.shape)} but the model expects {list(shape)}"
@@ -202,6 +226,15 @@ def params_dumps(
     spec: MLPSpec, params: NDArrays, metadata: dict[str, str] | None = None
 ) -> bytes:
     """Encode model parameters as float32 tensors named after spec.names()."""
+    return dumps(_params_tensors(spec, params), metadata)
+
+
+def params_sha256(spec: MLPSpec, params: NDArrays) -> str:
+    """The digest of params_dumps(spec, params), without building it: what identifies an update's parameters."""
+    return dumps_sha256(_params_tensors(spec, params))
+
+
+def _params_tensors(spec: MLPSpec, params: NDArrays) -> dict[str, np.ndarray]:
     names, shapes = spec.names(), spec.shapes()
     if len(params) != len(names):
         msg = f"the model has {len(names)} tensors ({', '.join(names)}) but {len(params)} were given"
@@ -209,7 +242,7 @@ def params_dumps(
     tensors: dict[str, np.ndarray] = {}
     for name, shape, p in zip(names, shapes, params):
         tensors[name] = _check_shape(name, np.asarray(p, dtype=np.float32), shape)
-    return dumps(tensors, metadata)
+    return tensors
 
 
 def params_loads(

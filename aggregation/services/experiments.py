@@ -43,6 +43,7 @@ def _default_fields() -> dict:
         "seed": settings.FL_SEED,
         "update_max_norm": settings.FL_UPDATE_MAX_NORM,
         "update_norm_mode": settings.FL_UPDATE_NORM_MODE,
+        "update_encoding": settings.FL_UPDATE_ENCODING,
         **experiment_learning_defaults(),
     }
 

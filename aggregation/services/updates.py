@@ -1,13 +1,14 @@
 """Accepting a node's update for a round: validate, store once, close the round when it is full."""
 import logging
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from django.db import transaction
 from django.utils import timezone
 
 from aggregation import events
 from aggregation.fl import NDArrays
-from aggregation.fl.serde import SerdeError, check_finite, params_dumps, params_loads, sha256_hex
+from aggregation.fl.serde import SerdeError, check_finite, params_dumps, params_loads, params_sha256
 from aggregation.fl.validation import delta_norm
 from aggregation.models import Experiment, ModelVersion, Round, Update
 from aggregation.services.experiments import experiment_spec
@@ -25,6 +26,8 @@ class ParsedUpdate:
     parameters: NDArrays
     num_examples: int
     metrics: dict[str, float] = field(default_factory=dict)
+    # The request body when it already is float32 safetensors: stored as it came, with no re-encoding.
+    raw: bytes | None = None
 
 
 def _current_round_number(experiment: Experiment) -> int:
@@ -51,12 +54,25 @@ def _validate(experiment: Experiment, update: ParsedUpdate) -> bytes:
         raise ApplicationError("not_finite", f"The update is rejected: {exc}.") from None
     if update.num_examples < 1:
         raise ApplicationError("bad_num_examples", "num_examples must be a whole number of at least 1.")
-    return params_dumps(spec, update.parameters)
+    return update.raw if update.raw is not None else params_dumps(spec, update.parameters)
 
 
-def _delta_norm(experiment: Experiment, base_blob: bytes, params: NDArrays) -> float:
-    base, _ = params_loads(experiment_spec(experiment), bytes(base_blob))
-    return delta_norm(params, base)
+@lru_cache(maxsize=2)
+def _version_parameters(version_id: int, sha256: str) -> NDArrays:
+    """A model version's parameters, decoded once per process: versions never change, and every upload
+    of a round is measured (and delta-decoded) against the same base."""
+    version = ModelVersion.objects.select_related("experiment").get(pk=version_id)
+    params, _ = params_loads(experiment_spec(version.experiment), version.parameters)
+    for layer in params:
+        layer.flags.writeable = False
+    return params
+
+
+def round_base_parameters(experiment: Experiment, round_number: int) -> NDArrays | None:
+    """The parameters of round `round_number`'s base model (read-only, shared), or None if no such round."""
+    row = (ModelVersion.objects.filter(rounds_based_on__experiment=experiment, rounds_based_on__number=round_number)
+           .values_list("pk", "sha256").first())
+    return None if row is None else _version_parameters(*row)
 
 
 def update_submit(
@@ -68,12 +84,12 @@ def update_submit(
     different second update from the same node for the same round is a conflict.
     """
     blob = _validate(experiment, update)
-    digest = sha256_hex(blob)
+    # The digest identifies the parameters (their canonical encoding), whatever form they came in.
+    digest = params_sha256(experiment_spec(experiment), update.parameters)
     # A round's base model never changes, so its distance is measured before taking the lock:
     # reading a model-sized blob inside the write transaction held every other upload back.
-    base = (ModelVersion.objects.filter(rounds_based_on__experiment=experiment, rounds_based_on__number=round_number)
-            .values_list("parameters", flat=True).first())
-    norm = _delta_norm(experiment, base, update.parameters) if base is not None else None
+    base = round_base_parameters(experiment, round_number)
+    norm = delta_norm(update.parameters, base) if base is not None else None
     with transaction.atomic():
         # The row lock serialises uploads to one round (PostgreSQL); SQLite's IMMEDIATE
         # transactions serialise all writers anyway.

@@ -6,8 +6,9 @@ import pytest
 from django.test import override_settings
 
 from aggregation.fl.model import MLPSpec, flatten
-from aggregation.fl.serde import dumps
+from aggregation.fl.serde import dumps, params_dumps, sha256_hex
 from aggregation.models import Update
+from aggregation.services import round_base_parameters
 from tests.conftest import params_for, upload
 
 pytestmark = pytest.mark.django_db
@@ -25,6 +26,36 @@ def test_update_submit_accepts_a_binary_safetensors_upload(experiment, register,
     assert stored.num_examples == 25 and stored.metrics == {"loss": 0.5} and stored.sha256 == body["sha256"]
     delta = np.concatenate([(a.astype(np.float64) - b).ravel() for a, b in zip(params_for(1), params_for(7))])
     assert stored.delta_norm == pytest.approx(np.linalg.norm(delta))
+
+
+def test_a_float32_body_is_stored_as_sent_and_other_dtypes_are_stored_as_float32(experiment, register, api):
+    spec, params = MLPSpec(), params_for(1)
+    as_sent = params_dumps(spec, params, {"num_examples": "4", "metrics": json.dumps({"loss": 0.25})})
+    wide = dumps({n: p.astype(np.float64) for n, p in zip(spec.names(), params)}, {"num_examples": "4"})
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {register('1')}"}
+    other = {"HTTP_AUTHORIZATION": f"Bearer {register('2')}"}
+
+    first = api.generic("POST", "/api/rounds/1/updates?experiment=exp", as_sent,
+                        content_type="application/octet-stream", **auth)
+    second = api.generic("POST", "/api/rounds/1/updates?experiment=exp", wide,
+                         content_type="application/octet-stream", **other)
+
+    assert first.status_code == second.status_code == 201
+    float32, float64 = Update.objects.order_by("node__node_id")
+    assert bytes(float32.parameters) == as_sent  # no re-encoding
+    assert bytes(float64.parameters) == params_dumps(spec, params)  # the canonical float32 form
+    # Both carry the digest of the parameters, whatever form they were sent in.
+    assert float32.sha256 == float64.sha256 == sha256_hex(params_dumps(spec, params)) == first.json()["sha256"]
+
+
+def test_uploads_are_measured_against_the_round_base_model_decoded_once(experiment, register, uploader):
+    base = round_base_parameters(experiment, 1)
+
+    assert all(not layer.flags.writeable for layer in base)
+    for got, want in zip(base, params_for(7)):  # the experiment fixture's seed
+        np.testing.assert_array_equal(got, want)
+    assert round_base_parameters(experiment, 1) is base  # cached: versions never change
+    assert round_base_parameters(experiment, 99) is None
 
 
 def test_update_submit_accepts_the_same_update_as_json(experiment, register, uploader):

@@ -9,11 +9,13 @@ import safetensors.numpy as reference
 from aggregation.fl.model import MLPSpec, init_parameters
 from aggregation.fl.serde import (
     SerdeError,
+    all_float32,
     check_finite,
     dumps,
     loads,
     params_dumps,
     params_loads,
+    params_sha256,
     sha256_hex,
 )
 
@@ -285,3 +287,24 @@ def test_sha256_hex_is_the_hex_digest_of_the_bytes():
         sha256_hex(b"abc")
         == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     )
+
+
+def test_params_sha256_is_the_digest_of_the_canonical_encoding_without_building_it():
+    spec = MLPSpec((5, 4, 2))
+    params = init_parameters(spec, 3)
+    as_float64 = [p.astype(np.float64) for p in params]
+
+    assert params_sha256(spec, params) == sha256_hex(params_dumps(spec, params))
+    assert params_sha256(spec, as_float64) == sha256_hex(params_dumps(spec, params))
+    moved = [p.copy() for p in params]
+    moved[-1][0] += 1
+    assert params_sha256(spec, moved) != params_sha256(spec, params)
+
+
+def test_all_float32_reads_the_dtypes_from_the_header():
+    spec = MLPSpec((5, 4, 2))
+    params = init_parameters(spec, 3)
+
+    assert all_float32(params_dumps(spec, params, {"num_examples": "3"}))
+    assert not all_float32(dumps({"w": np.zeros(3, np.float64), "b": np.zeros(2, np.float32)}))
+    assert not all_float32(dumps({"w": np.zeros(3, np.float16)}))
