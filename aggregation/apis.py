@@ -14,7 +14,6 @@ from aggregation import events, metrics, parsing, selectors, services
 from aggregation.dashboard import dashboard_access_allowed, dashboard_snapshot
 from aggregation.fl import NDArrays
 from aggregation.fl.model import flatten
-from aggregation.fl.serde import params_loads
 from aggregation.models import Experiment
 from aggregation.services.experiments import experiment_public_params
 from fedsite.errors import ApplicationError
@@ -205,9 +204,9 @@ class ModelVersionDownloadApi(APIView):
         experiment = experiment_from(request)
         found = selectors.model_version_get(experiment, version)
         if request.query_params.get("format") == "json":
-            params, _ = params_loads(services.experiment_spec(experiment), bytes(found.parameters))
+            params = selectors.version_parameters(found.pk, found.sha256)
             return Response({**_version_payload(found), "parameters": flatten(params).tolist()})
-        response = HttpResponse(bytes(found.parameters), content_type="application/octet-stream")
+        response = HttpResponse(selectors.version_blob(found.pk, found.sha256), content_type="application/octet-stream")
         response["X-Model-Sha256"] = found.sha256
         response["X-Model-Version"] = str(found.version)
         response["Content-Disposition"] = f'attachment; filename="{experiment.name}-v{found.version}.safetensors"'
@@ -219,8 +218,8 @@ class ModelParamsApi(APIView):
 
     def get(self, request: Request) -> Response:
         experiment = experiment_from(request)
-        latest = selectors.model_version_latest(experiment, with_blob=True)
-        params, _ = params_loads(services.experiment_spec(experiment), bytes(latest.parameters))
+        latest = selectors.model_version_latest(experiment)
+        params = selectors.version_parameters(latest.pk, latest.sha256)
         flat = flatten(params)
         return Response({"status": "success", "parameters": flat.tolist(), "size": int(flat.size),
                          "version": latest.version, "sha256": latest.sha256})

@@ -1,8 +1,11 @@
 """Selectors read: the shapes the API, the dashboard and long-polls serve."""
+from functools import lru_cache
 from typing import Any
 
 from django.db.models import Max
 
+from aggregation.fl import NDArrays
+from aggregation.fl.serde import params_loads
 from aggregation.models import Experiment, ModelVersion, Round
 from fedsite.errors import ApplicationError
 
@@ -24,14 +27,49 @@ def experiment_get(name: str | None) -> Experiment:
 BLOBS = ("parameters", "strategy_state")
 
 
+def _rounds_with_versions(experiment: Experiment) -> Any:
+    """Rounds with their base and produced versions' metadata; the versions' blobs stay in the database."""
+    deferred = [f"{relation}__{blob}" for relation in ("base_version", "produced_version") for blob in BLOBS]
+    return experiment.rounds.select_related("base_version", "produced_version").defer(*deferred)
+
+
 def round_current(experiment: Experiment) -> Round | None:
     return (experiment.rounds.select_related("base_version").defer(*(f"base_version__{f}" for f in BLOBS))
             .order_by("-number").first())
 
 
-def model_version_latest(experiment: Experiment, *, with_blob: bool = False) -> ModelVersion:
-    versions = experiment.versions.order_by("-version")
-    return (versions if with_blob else versions.defer(*BLOBS)).first()  # version 0 always exists
+def model_version_latest(experiment: Experiment) -> ModelVersion:
+    """The newest version's metadata (version 0 always exists); its parameters come from version_blob."""
+    return _versions(experiment).order_by("-version").first()
+
+
+def _versions(experiment: Experiment) -> Any:
+    """Versions with their parent and round, no blob loaded (the parent's neither)."""
+    return (experiment.versions.select_related("parent", "round")
+            .defer(*BLOBS, *(f"parent__{blob}" for blob in BLOBS)))
+
+
+@lru_cache(maxsize=2)
+def version_blob(version_id: int, sha256: str) -> bytes:
+    """A model version's safetensors bytes, read from the database once per process.
+
+    Versions never change, and each round all N nodes download the same one and every upload is
+    measured against it: one read instead of N. Keyed by the digest too, so a reused id cannot
+    serve stale bytes.
+    """
+    return bytes(ModelVersion.objects.filter(pk=version_id).values_list("parameters", flat=True).get())
+
+
+@lru_cache(maxsize=2)
+def version_parameters(version_id: int, sha256: str) -> NDArrays:
+    """A model version's parameters (read-only arrays over version_blob's bytes), decoded once per process."""
+    from aggregation.services.experiments import experiment_spec
+
+    experiment = Experiment.objects.get(versions__pk=version_id)
+    params, _ = params_loads(experiment_spec(experiment), version_blob(version_id, sha256))
+    for layer in params:
+        layer.flags.writeable = False
+    return params
 
 
 def round_marker(experiment: Experiment) -> tuple[int, str]:
@@ -42,13 +80,14 @@ def round_marker(experiment: Experiment) -> tuple[int, str]:
 
 
 def model_version_get(experiment: Experiment, version: str | int) -> ModelVersion:
+    """A version's metadata by number or 'latest'; its bytes come from version_blob."""
     if version == "latest":
-        return model_version_latest(experiment, with_blob=True)
+        return model_version_latest(experiment)
     try:
         number = int(version)
     except (TypeError, ValueError):
         raise ApplicationError("bad_version", f"{version!r} is not a model version number or 'latest'.") from None
-    found = experiment.versions.filter(version=number).first()
+    found = _versions(experiment).filter(version=number).first()
     if found is None:
         latest = experiment.versions.aggregate(n=Max("version"))["n"]
         raise ApplicationError("unknown_version", f"Model version {number} does not exist; the latest is {latest}.",
@@ -119,8 +158,7 @@ def round_summary(rnd: Round) -> dict[str, Any]:
 def round_detail(experiment: Experiment, number: int) -> dict[str, Any]:
     from django.db.models import Count
 
-    rnd = (experiment.rounds.select_related("base_version", "produced_version").annotate(num_updates=Count("updates"))
-           .filter(number=number).first())
+    rnd = _rounds_with_versions(experiment).annotate(num_updates=Count("updates")).filter(number=number).first()
     if rnd is None:
         raise ApplicationError("unknown_round", f"Round {number} does not exist.", 404)
     updates = rnd.updates.select_related("node").defer("parameters").order_by("id")
@@ -135,10 +173,6 @@ def round_detail(experiment: Experiment, number: int) -> dict[str, Any]:
 def rounds_history(experiment: Experiment, limit: int = 1000) -> list[dict[str, Any]]:
     from django.db.models import Count
 
-    rounds = (
-        experiment.rounds.select_related("base_version", "produced_version")
-        .annotate(num_updates=Count("updates"))
-        .order_by("-number")[:limit]
-    )
+    rounds = _rounds_with_versions(experiment).annotate(num_updates=Count("updates")).order_by("-number")[:limit]
     return [round_summary(r) for r in reversed(list(rounds))]
 

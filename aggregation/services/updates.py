@@ -1,16 +1,16 @@
 """Accepting a node's update for a round: validate, store once, close the round when it is full."""
 import logging
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 from django.db import transaction
 from django.utils import timezone
 
 from aggregation import events
 from aggregation.fl import NDArrays
-from aggregation.fl.serde import SerdeError, check_finite, params_dumps, params_loads, params_sha256
+from aggregation.fl.serde import SerdeError, check_finite, params_dumps, params_sha256
 from aggregation.fl.validation import delta_norm
 from aggregation.models import Experiment, ModelVersion, Round, Update
+from aggregation.selectors import version_parameters
 from aggregation.services.experiments import experiment_spec
 from aggregation.services.rounds import round_start_aggregation
 from fedsite.errors import ApplicationError
@@ -57,22 +57,11 @@ def _validate(experiment: Experiment, update: ParsedUpdate) -> bytes:
     return update.raw if update.raw is not None else params_dumps(spec, update.parameters)
 
 
-@lru_cache(maxsize=2)
-def _version_parameters(version_id: int, sha256: str) -> NDArrays:
-    """A model version's parameters, decoded once per process: versions never change, and every upload
-    of a round is measured (and delta-decoded) against the same base."""
-    version = ModelVersion.objects.select_related("experiment").get(pk=version_id)
-    params, _ = params_loads(experiment_spec(version.experiment), version.parameters)
-    for layer in params:
-        layer.flags.writeable = False
-    return params
-
-
 def round_base_parameters(experiment: Experiment, round_number: int) -> NDArrays | None:
     """The parameters of round `round_number`'s base model (read-only, shared), or None if no such round."""
     row = (ModelVersion.objects.filter(rounds_based_on__experiment=experiment, rounds_based_on__number=round_number)
            .values_list("pk", "sha256").first())
-    return None if row is None else _version_parameters(*row)
+    return None if row is None else version_parameters(*row)
 
 
 def update_submit(

@@ -112,3 +112,26 @@ def test_the_admin_refuses_an_experiment_with_bad_strategy_params(admin_client, 
     from aggregation.models import Experiment
 
     assert not Experiment.objects.filter(name="bad").exists()
+
+
+def _blob_reads(queries):
+    return [q["sql"] for q in queries if '"parameters"' in q["sql"] and q["sql"].lstrip().upper().startswith("SELECT")]
+
+
+def test_metadata_reads_never_load_a_blob_and_downloads_read_each_version_once(api, experiment, register, uploader):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    _finish_round(register, uploader)
+    _finish_round(register, uploader, number=2)
+
+    with CaptureQueriesContext(connection) as metadata:
+        for url in ("/api/rounds", "/api/rounds/2", "/api/models/latest", "/api/models/1", "/api/rounds/current"):
+            assert api.get(f"{url}?experiment=exp").status_code == 200, url
+    with CaptureQueriesContext(connection) as downloads:
+        bodies = [api.get("/api/models/2/download?experiment=exp").content for _ in range(3)]
+
+    assert _blob_reads(metadata.captured_queries) == []
+    assert len(_blob_reads(downloads.captured_queries)) <= 1  # the first download, or none if already cached
+    assert bodies[0] == bodies[1] == bodies[2]
+    assert hashlib.sha256(bodies[0]).hexdigest() == api.get("/api/models/2?experiment=exp").json()["sha256"]

@@ -97,3 +97,36 @@ def test_bad_simulation_options_are_refused_with_a_sentence(argv, message):
     extra = ("--strategy", "fedavgm") if "--strategy-params" in argv else ()
     with pytest.raises(CommandError, match=message):
         simulate("--rounds", "1", *argv, *extra)
+
+
+def uploaded(output: str) -> tuple[int, int]:
+    """(bodies, bytes) from the command's `uploads:` line."""
+    line = next(x for x in output.splitlines() if x.startswith("uploads: "))
+    bodies, size = line.removeprefix("uploads: ").split(", ")[:2]
+    return int(bodies.split()[0]), int(size.split()[0].replace(",", ""))
+
+
+def test_int8_update_encoding_shrinks_the_uploads_and_the_server_stores_the_decoded_delta():
+    # Execute: the same one-round federation, float32 and int8
+    # (128 hidden units: 1,027 parameters, so tensor data, not the header, dominates a body)
+    argv = ("--nodes", "3", "--rounds", "1", "--data", "iris", "--seed", "0", "--hidden", "128")
+    plain = simulate(*argv, "--name", "plain")
+    int8 = simulate(*argv, "--name", "int8", "--update-encoding", "int8")
+
+    # Assert: the experiment asks for int8 and the bodies on the wire are under half the float32 ones
+    assert Experiment.objects.get(name="int8").update_encoding == "int8"
+    assert Experiment.objects.get(name="plain").update_encoding == "none"
+    (plain_bodies, plain_bytes), (int8_bodies, int8_bytes) = uploaded(plain), uploaded(int8)
+    assert plain_bodies == int8_bodies == 3
+    assert int8_bytes < 0.5 * plain_bytes
+    assert "(int8)" in int8 and "uploads int8" in int8.splitlines()[0]
+    # Same seeds, so the same training: int8 stores base + the dequantised delta, within scale/2 of float32
+    spec = MLPSpec((4, 128, 3), "classification")
+    base = init_parameters(spec, 0)
+    exact, rounded = (params_loads(spec, bytes(Update.objects.get(round__experiment__name=n, round__number=1,
+                                                                  node__node_id="sim-2").parameters))[0]
+                      for n in ("plain", "int8"))
+    assert any(not np.array_equal(e, r) for e, r in zip(exact, rounded))
+    for b, e, r in zip(base, exact, rounded):
+        half_step = np.max(np.abs(e - b)) / 127 / 2
+        np.testing.assert_array_less(np.abs(r - e), half_step * 1.001 + 1e-7)

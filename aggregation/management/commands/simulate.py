@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import IntegrityError
 
 from aggregation.datasets import BUILTIN, DataError
+from aggregation.fl.compression import ENCODINGS
 from aggregation.fl.metrics import stop_condition_parse
 from aggregation.fl.registry import STRATEGIES
 from aggregation.models import Round
@@ -45,6 +46,8 @@ class Command(BaseCommand):
         add("--patience", type=int, default=1, help="Rounds in a row --stop-when must hold (default 1).")
         add("--name", default="", help="Experiment name (default sim-<data>-<partition>-<strategy>-<random>).")
         add("--workers", type=int, default=1, help="Processes that train the virtual nodes (default 1).")
+        add("--update-encoding", choices=ENCODINGS, default="none",
+            help="How the virtual nodes compress their uploads: none (float32), fp16 or int8 (default none).")
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["verbosity"] < 2:
@@ -65,7 +68,7 @@ class Command(BaseCommand):
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(f"experiment {experiment.name}: {config.nodes} nodes, {config.data} {config.partition}, "
-                          f"{config.strategy}, model {sim.spec.to_dict()}")
+                          f"{config.strategy}, model {sim.spec.to_dict()}, uploads {config.update_encoding}")
         rows: list[tuple[Round, float]] = []
         try:
             while not sim.finished and len(rows) < config.rounds:
@@ -79,6 +82,7 @@ class Command(BaseCommand):
             sim.close()
         if self.stdout.isatty():
             self.stdout.write("")
+        self._wire(sim)
         self._table(rows)
         experiment.refresh_from_db()
         self.stdout.write(f"{experiment.name}: {experiment.status}"
@@ -100,8 +104,15 @@ class Command(BaseCommand):
             learning_rate=options["learning_rate"], batch_size=options["batch_size"],
             val_fraction=options["val_fraction"], server_eval=options["server_eval"], stop_metric=stop[0],
             stop_op=stop[1], stop_threshold=stop[2], stop_patience=options["patience"], name=options["name"],
-            workers=options["workers"],
+            workers=options["workers"], update_encoding=options["update_encoding"],
         )
+
+    def _wire(self, sim: Simulation) -> None:
+        """What the virtual nodes sent: safetensors bodies as a real node would upload them."""
+        if sim.uploads:
+            per_param = sim.uploaded_bytes / sim.uploads / sim.spec.num_params()
+            self.stdout.write(f"uploads: {sim.uploads} bodies, {sim.uploaded_bytes:,} bytes, "
+                              f"{per_param:.2f} bytes per parameter ({sim.config.update_encoding})")
 
     def _uploads(self, done: int, total: int, uploaded: int, nodes: int) -> None:
         """On a terminal, the bar also moves while a round's updates go in (a 1,000-node round takes seconds)."""
