@@ -9,9 +9,8 @@ from django.conf import settings
 from django.db.models import Count, Max
 from django.utils import timezone
 
-from aggregation.fl.serde import params_loads
 from aggregation.models import Experiment, ModelVersion, Update
-from aggregation.selectors import experiment_get, round_state, rounds_history
+from aggregation.selectors import BEHIND_BLOBS, experiment_get, round_state, rounds_history, version_parameters
 from aggregation.services import experiment_spec
 from nodes_app.models import Node
 
@@ -69,10 +68,8 @@ def model_summary(experiment: Experiment, version: ModelVersion) -> dict[str, An
         if cached is not None:
             _summaries.move_to_end(version.sha256)
             return cached
-    spec = experiment_spec(experiment)
-    blob = ModelVersion.objects.filter(pk=version.pk).values_list("parameters", flat=True).get()
-    params, _ = params_loads(spec, bytes(blob))
-    summary = parameter_summary(spec.names(), params)
+    params = version_parameters(version.pk, version.sha256)
+    summary = parameter_summary(experiment_spec(experiment).names(), params)
     with _summaries_lock:
         _summaries[version.sha256] = summary
         while len(_summaries) > _SUMMARY_CACHE_SIZE:
@@ -139,7 +136,7 @@ def nodes_table() -> list[dict[str, Any]]:
 def dashboard_snapshot(experiment_name: str | None = None) -> dict[str, Any]:
     """Everything the dashboard shows, in one read."""
     experiment = experiment_get(experiment_name)
-    latest = experiment.versions.defer("parameters", "strategy_state").order_by("-version").first()
+    latest = experiment.versions.defer(*BEHIND_BLOBS).order_by("-version").first()
     rounds = rounds_history(experiment, limit=HISTORY_ROUNDS)
     url = f"/api/models/{latest.version}"
     query = "" if experiment_name is None else f"?experiment={experiment.name}"

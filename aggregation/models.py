@@ -100,7 +100,6 @@ class ModelVersion(models.Model):
 
     experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="versions")
     version = models.PositiveIntegerField()
-    parameters = models.BinaryField()
     sha256 = models.CharField(max_length=64)
     size = models.PositiveBigIntegerField()
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="children")
@@ -108,10 +107,12 @@ class ModelVersion(models.Model):
         "Round", null=True, blank=True, on_delete=models.PROTECT, related_name="produced_version"
     )
     contributors = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    # The blobs come last, so reads of the other columns never walk their pages (migration 0006).
+    parameters = models.BinaryField()
     # The strategy's server-side state after this version (momentum, moments, clip norm) as
     # safetensors, so a restarted server continues with identical results. Empty: stateless.
     strategy_state = models.BinaryField(default=b"", blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["experiment", "version"]
@@ -150,7 +151,6 @@ class Round(models.Model):
 class Update(models.Model):
     round = models.ForeignKey(Round, on_delete=models.CASCADE, related_name="updates")
     node = models.ForeignKey("nodes_app.Node", on_delete=models.PROTECT, related_name="updates")
-    parameters = models.BinaryField()
     num_examples = models.PositiveIntegerField()
     metrics = models.JSONField(default=dict, blank=True)
     sha256 = models.CharField(max_length=64)
@@ -160,6 +160,8 @@ class Update(models.Model):
     # Why validation left this update out of the aggregation (empty: it was used).
     rejected_reason = models.TextField(blank=True, default="")
     received_at = models.DateTimeField(auto_now_add=True)
+    # Last, so reads of the other columns never walk the blob's pages (migration 0006).
+    parameters = models.BinaryField()
 
     class Meta:
         ordering = ["round", "received_at"]

@@ -25,16 +25,18 @@ def experiment_get(name: str | None) -> Experiment:
 
 # Reads that only need a version's metadata never load its parameter blob (megabytes per row).
 BLOBS = ("parameters", "strategy_state")
+# ...nor the parent link, which SQLite stores after the blobs (see migration 0006): reading it walks them.
+BEHIND_BLOBS = (*BLOBS, "parent")
 
 
 def _rounds_with_versions(experiment: Experiment) -> Any:
     """Rounds with their base and produced versions' metadata; the versions' blobs stay in the database."""
-    deferred = [f"{relation}__{blob}" for relation in ("base_version", "produced_version") for blob in BLOBS]
+    deferred = [f"{relation}__{name}" for relation in ("base_version", "produced_version") for name in BEHIND_BLOBS]
     return experiment.rounds.select_related("base_version", "produced_version").defer(*deferred)
 
 
 def round_current(experiment: Experiment) -> Round | None:
-    return (experiment.rounds.select_related("base_version").defer(*(f"base_version__{f}" for f in BLOBS))
+    return (experiment.rounds.select_related("base_version").defer(*(f"base_version__{f}" for f in BEHIND_BLOBS))
             .order_by("-number").first())
 
 
@@ -46,7 +48,7 @@ def model_version_latest(experiment: Experiment) -> ModelVersion:
 def _versions(experiment: Experiment) -> Any:
     """Versions with their parent and round, no blob loaded (the parent's neither)."""
     return (experiment.versions.select_related("parent", "round")
-            .defer(*BLOBS, *(f"parent__{blob}" for blob in BLOBS)))
+            .defer(*BLOBS, *(f"parent__{name}" for name in BEHIND_BLOBS)))
 
 
 @lru_cache(maxsize=2)
@@ -113,7 +115,7 @@ def round_config(experiment: Experiment, rnd: Round | None) -> dict[str, Any]:
 def round_state(experiment: Experiment) -> dict[str, Any]:
     """What a node needs to know about the current round; also the long-poll's answer."""
     rnd = round_current(experiment)
-    latest = model_version_latest(experiment)
+    latest = experiment.versions.order_by("-version").values_list("version", flat=True).first()
     # Arrival order by id: the (round, node) index answers it; received_at sits behind the
     # parameter blob in the row, and SQLite would walk every blob to read it.
     nodes = list(rnd.updates.order_by("id").values_list("node__node_id", flat=True)) if rnd else []
@@ -121,7 +123,7 @@ def round_state(experiment: Experiment) -> dict[str, Any]:
         "experiment": experiment.name,
         "number": rnd.number if rnd else 0,
         "status": rnd.status if rnd else "none",
-        "model_version": rnd.base_version.version if rnd else latest.version,
+        "model_version": rnd.base_version.version if rnd else latest,
         "deadline": rnd.deadline.isoformat() if rnd else None,
         "config": round_config(experiment, rnd),
         "progress": {
@@ -130,7 +132,7 @@ def round_state(experiment: Experiment) -> dict[str, Any]:
             "min_nodes": experiment.min_nodes,
             "nodes": nodes,
         },
-        "run": {"status": experiment.status, "max_rounds": experiment.max_rounds, "model_version": latest.version,
+        "run": {"status": experiment.status, "max_rounds": experiment.max_rounds, "model_version": latest,
                 "finish_reason": experiment.finish_reason},
         "model_spec": experiment.model_spec,
         "strategy": experiment.strategy,

@@ -89,7 +89,7 @@ def update_submit(
                 "unknown_round", f"Round {round_number} does not exist; the current round is {current}.",
                 404, current_round=current,
             )
-        existing = rnd.updates.filter(node=node).first()
+        existing = rnd.updates.filter(node=node).defer("parameters").first()
         if existing is not None:
             if existing.sha256 == digest and existing.num_examples == update.num_examples:
                 return existing, False
