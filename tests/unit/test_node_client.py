@@ -49,6 +49,13 @@ class Stub(BaseHTTPRequestHandler):
             self._json(200, {"number": 3, "status": "open"})
         elif url.path == "/api/models/2/download":
             self._answer(200, MODEL, "application/octet-stream", X_Model_Sha256="abc", X_Model_Version="2")
+        elif url.path == "/api/models/3/download":  # announces more than it sends, then hangs up
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(MODEL) * 2))
+            self.end_headers()
+            self.wfile.write(MODEL)
+            self.close_connection = True
         elif url.path.startswith("/html/"):
             self._answer(200, b"<html>a login page</html>", "text/html")
         elif url.path.startswith("/proxy404/"):
@@ -146,6 +153,11 @@ def test_a_long_poll_may_outlast_the_plain_timeout(stub: ThreadingHTTPServer) ->
 
 def test_download_returns_the_bytes_and_the_sha256_header(stub: ThreadingHTTPServer) -> None:
     assert ServerClient(base(stub)).download_model(2) == (MODEL, "abc")
+
+
+def test_a_download_cut_short_is_the_server_being_unavailable_not_a_model(stub: ThreadingHTTPServer) -> None:
+    with pytest.raises(ServerUnavailable, match="while reading the model"):
+        ServerClient(base(stub)).download_model(3)
 
 
 def test_upload_sends_octet_stream_and_returns_status_and_json(stub: ThreadingHTTPServer) -> None:
