@@ -43,8 +43,7 @@ def round_base(experiment: Experiment, number: int) -> NDArrays:
     """Round `number`'s base model: what an fp16/int8 delta upload is decoded against."""
     base = services.round_base_parameters(experiment, number)
     if base is None:
-        raise ApplicationError("unknown_round", f"Round {number} does not exist, so no update can be decoded "
-                               "against its model.", 404)
+        raise services.round_unknown(experiment, number)
     return base
 
 

@@ -153,6 +153,10 @@ class Update(models.Model):
     node = models.ForeignKey("nodes_app.Node", on_delete=models.PROTECT, related_name="updates")
     num_examples = models.PositiveIntegerField()
     metrics = models.JSONField(default=dict, blank=True)
+    # Identifies the parameters: the digest of their canonical float32 safetensors encoding (no
+    # metadata), whatever form they were sent in. `parameters` holds a float32 body as it was sent
+    # (its metadata included, so its own digest may differ), or the canonical encoding of anything
+    # else; `size` is its length.
     sha256 = models.CharField(max_length=64)
     size = models.PositiveBigIntegerField()
     # L2 norm of (update - the round's base model): how far this node moved the model.

@@ -51,7 +51,11 @@ def _versions(experiment: Experiment) -> Any:
             .defer(*BLOBS, *(f"parent__{name}" for name in BEHIND_BLOBS)))
 
 
-@lru_cache(maxsize=2)
+# Per process: the base model of each running experiment's round, and the latest version downloaded.
+VERSION_CACHE_SIZE = 4
+
+
+@lru_cache(maxsize=VERSION_CACHE_SIZE)
 def version_blob(version_id: int, sha256: str) -> bytes:
     """A model version's safetensors bytes, read from the database once per process.
 
@@ -62,7 +66,7 @@ def version_blob(version_id: int, sha256: str) -> bytes:
     return bytes(ModelVersion.objects.filter(pk=version_id).values_list("parameters", flat=True).get())
 
 
-@lru_cache(maxsize=2)
+@lru_cache(maxsize=VERSION_CACHE_SIZE)
 def version_parameters(version_id: int, sha256: str) -> NDArrays:
     """A model version's parameters (read-only arrays over version_blob's bytes), decoded once per process."""
     from aggregation.services.experiments import experiment_spec

@@ -90,6 +90,7 @@ class ServerClient:
         except requests.RequestException as exc:
             raise ServerUnavailable(f"{method} {path}: {exc.__class__.__name__} ({_reason(exc)})") from exc
         if resp.status_code >= 500:
+            resp.close()  # a streamed answer would otherwise keep its pooled connection
             raise ServerUnavailable(f"{method} {path}: HTTP {resp.status_code}")
         if resp.status_code >= 400:
             payload = _json_or_none(resp)

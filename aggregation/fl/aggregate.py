@@ -116,11 +116,11 @@ class MeanAccumulator:
     def mean(self) -> NDArrays:
         if self.count == 0 or self.added <= 0:
             raise AggregationError("the results hold no examples in total, so they cannot be weighted")
-        out = [acc.reshape(shape) for acc, shape in zip(self.sums, self.shapes)]
-        if self.added != self.expected:
-            for layer in out:
-                layer *= np.float32(self.expected / self.added)
-        return out
+        if self.added != self.expected:  # rescale the sums once, so calling mean() again gives the same
+            for acc in self.sums:
+                acc *= np.float32(self.expected / self.added)
+            self.expected = self.added
+        return [acc.reshape(shape).copy() for acc, shape in zip(self.sums, self.shapes)]
 
 
 def weighted_metrics(results: list[tuple[int, dict[str, float]]]) -> dict[str, float]:

@@ -89,7 +89,7 @@ def update_encode(spec: MLPSpec, params: NDArrays, base: NDArrays, encoding: str
 def update_encoding_of(metadata: dict[str, str]) -> str:
     """The encoding a body's metadata declares: none when it has no marker."""
     marker = metadata.get(ENCODING_KEY)
-    if marker is None:
+    if marker in (None, "none"):
         return "none"
     for encoding, known in MARKERS.items():
         if marker == known:

@@ -1,6 +1,7 @@
 """The round lifecycle: open, hand over to aggregation exactly once, aggregate, sweep deadlines."""
 import logging
 import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -103,7 +104,8 @@ def _strategy_restored(experiment: Experiment, base: ModelVersion) -> Strategy:
     return strategy
 
 
-def _checked_updates(experiment: Experiment, names: list[str], current: NDArrays, updates: list):
+def _checked_updates(experiment: Experiment, names: list[str], current: NDArrays,
+                     updates: list[Update]) -> Iterator[tuple[Update, NDArrays | None]]:
     """Yield (update, usable parameters) one blob at a time; a rejected update gets its reason recorded."""
     spec = experiment_spec(experiment)
     for update in updates:

@@ -35,6 +35,13 @@ def _current_round_number(experiment: Experiment) -> int:
     return latest or 0
 
 
+def round_unknown(experiment: Experiment, round_number: int) -> ApplicationError:
+    """The 404 for an upload to a round that does not exist, with the round to use instead."""
+    current = _current_round_number(experiment)
+    return ApplicationError("unknown_round", f"Round {round_number} does not exist; the current round is {current}.",
+                            404, current_round=current)
+
+
 def _validate(experiment: Experiment, update: ParsedUpdate) -> bytes:
     spec = experiment_spec(experiment)
     names, shapes = spec.names(), spec.shapes()
@@ -85,10 +92,7 @@ def update_submit(
         rnd = Round.objects.select_for_update().filter(experiment=experiment, number=round_number).first()
         current = _current_round_number(experiment)
         if rnd is None:
-            raise ApplicationError(
-                "unknown_round", f"Round {round_number} does not exist; the current round is {current}.",
-                404, current_round=current,
-            )
+            raise round_unknown(experiment, round_number)
         existing = rnd.updates.filter(node=node).defer("parameters").first()
         if existing is not None:
             if existing.sha256 == digest and existing.num_examples == update.num_examples:

@@ -140,3 +140,4 @@ def test_a_compressed_upload_for_a_round_that_does_not_exist_is_a_404(api, exper
     # Assert
     assert response.status_code == 404 and response.json()["error"] == "unknown_round"
     assert "Round 9 does not exist" in response.json()["detail"]
+    assert response.json()["current_round"] == 1  # where the node should upload instead, as for float32

@@ -1,4 +1,4 @@
-"""Migration 0006 moves the parameter blobs behind the metadata columns and keeps every byte."""
+"""Migration 0006 moves the parameter blobs behind the metadata columns (SQLite) and keeps every byte."""
 import hashlib
 
 import pytest
@@ -45,7 +45,9 @@ def test_blobs_survive_the_move_and_sit_behind_the_metadata():
             == blobs[2]
     finally:
         _migrate(MigrationExecutor(connection).loader.graph.leaf_nodes())
-    update_columns = _columns("aggregation_update")
-    assert update_columns[-1] == "parameters"
-    version_columns = _columns("aggregation_modelversion")
-    assert version_columns.index("parameters") > max(version_columns.index(c) for c in ("sha256", "size", "created_at"))
+    if connection.vendor == "sqlite":  # PostgreSQL keeps large values out of line: its order does not matter
+        update_columns = _columns("aggregation_update")
+        assert update_columns[-1] == "parameters"
+        version_columns = _columns("aggregation_modelversion")
+        metadata = ("sha256", "size", "created_at", "round_id")
+        assert version_columns.index("parameters") > max(version_columns.index(c) for c in metadata)

@@ -114,6 +114,14 @@ def test_none_is_the_plain_float32_upload_and_decodes_without_reading_the_base()
     assert all(np.array_equal(a, b) for a, b in zip(decoded, update)) and metadata == META
 
 
+def test_a_body_that_names_its_encoding_none_is_plain_float32():
+    base, update = base_and_update()
+
+    decoded, _ = update_decode(SPEC, params_dumps(SPEC, update, {**META, "encoding": "none"}), base)
+
+    assert all(np.array_equal(a, b) for a, b in zip(decoded, update))
+
+
 @pytest.mark.parametrize("encoding", ["fp16", "int8"])
 def test_an_unchanged_tensor_decodes_to_the_base_exactly(encoding):
     # Prepare: w1 and b2 do not move (int8: scale 0)

@@ -50,6 +50,27 @@ def test_updates_announced_but_never_added_are_left_out_of_the_weights():
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
 
+def test_the_mean_can_be_read_twice_and_more_updates_added_after():
+    results = _results(8, 3)
+    acc = MeanAccumulator(results[0].parameters, sum(r.num_examples for r in results) + 50)
+    for r in results[:2]:
+        acc.add(r.parameters, r.num_examples)
+    first, second = acc.mean(), acc.mean()
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+    acc.add(results[2].parameters, results[2].num_examples)
+    want = weighted_average([(r.parameters, r.num_examples) for r in results])
+    for got, expected in zip(acc.mean(), want):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["fixed", "adaptive"])
+def test_a_dp_wrapper_never_streams_past_its_per_update_clipping(mode):
+    options = {"mode": mode, "noise_multiplier": 0.1, **({"clip_norm": 1.0} if mode == "fixed" else {})}
+    wrapped = strategy_create("fedavg", {"dp": options})
+    assert not wrapped.streams_mean and wrapped.inner.streams_mean
+
+
 def test_wrong_shapes_and_weights_are_refused_with_a_sentence():
     results = _results(6, 2)
     acc = MeanAccumulator(results[0].parameters, 10)
