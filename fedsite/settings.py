@@ -114,6 +114,9 @@ WHITENOISE_USE_FINDERS = True
 # Uploads of model parameters can be large; one limit guards every body read.
 FL_MAX_UPDATE_BYTES = envint("FL_MAX_UPDATE_BYTES", 128 * 1024 * 1024, minimum=1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = FL_MAX_UPDATE_BYTES
+# Uploads decoded, checked and stored at once per server process; the others wait with their body
+# spooled to disk. Each one in progress holds its body and SQLite's copy of it in memory.
+FL_UPLOAD_CONCURRENCY = envint("FL_UPLOAD_CONCURRENCY", 2, minimum=1)
 
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],

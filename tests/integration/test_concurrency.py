@@ -55,3 +55,51 @@ def test_racing_overfull_uploads_accept_exactly_total_nodes(make_experiment, reg
     assert codes == [201] * 4 + [409] * 3
     assert Round.objects.get(experiment=experiment, number=1).updates.count() == 4
     assert ModelVersion.objects.filter(experiment=experiment).count() == 2
+
+
+def _recording_parse(monkeypatch, inside_together: threading.Barrier | None):
+    """Wrap the upload parser (our own code) to record how many requests are inside it at once."""
+    from aggregation import apis
+
+    real, lock, state = apis.parsed_update, threading.Lock(), {"now": 0, "most": 0}
+
+    def recording(*args, **kwargs):
+        with lock:
+            state["now"] += 1
+            state["most"] = max(state["most"], state["now"])
+        try:
+            if inside_together is not None:
+                inside_together.wait(timeout=10)  # passes only if that many are inside at once
+            else:
+                threading.Event().wait(0.1)
+            return real(*args, **kwargs)
+        finally:
+            with lock:
+                state["now"] -= 1
+
+    monkeypatch.setattr(apis, "parsed_update", recording)
+    return state
+
+
+def test_uploads_past_the_concurrency_limit_wait_for_a_slot(make_experiment, register, monkeypatch, settings):
+    settings.FL_UPLOAD_CONCURRENCY = 1
+    make_experiment(total_nodes=10, min_nodes=1)
+    tokens = [register(f"n{i}") for i in range(4)]
+    state = _recording_parse(monkeypatch, None)
+
+    results = _race(tokens, 1)
+
+    assert sorted(results.values()) == [201] * 4
+    assert state["most"] == 1
+
+
+def test_uploads_within_the_limit_are_processed_together(make_experiment, register, monkeypatch, settings):
+    settings.FL_UPLOAD_CONCURRENCY = 3
+    make_experiment(total_nodes=10, min_nodes=1)
+    tokens = [register(f"n{i}") for i in range(3)]
+    state = _recording_parse(monkeypatch, threading.Barrier(3))
+
+    results = _race(tokens, 1)
+
+    assert sorted(results.values()) == [201] * 3
+    assert state["most"] == 3
