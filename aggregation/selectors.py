@@ -120,8 +120,7 @@ def round_state(experiment: Experiment) -> dict[str, Any]:
     """What a node needs to know about the current round; also the long-poll's answer."""
     rnd = round_current(experiment)
     latest = experiment.versions.order_by("-version").values_list("version", flat=True).first()
-    # Arrival order by id: the (round, node) index answers it; received_at sits behind the
-    # parameter blob in the row, and SQLite would walk every blob to read it.
+    # Arrival order by id: the (round, node) index answers it without reading the rows.
     nodes = list(rnd.updates.order_by("id").values_list("node__node_id", flat=True)) if rnd else []
     return {
         "experiment": experiment.name,
