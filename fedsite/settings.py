@@ -27,7 +27,9 @@ if DEBUG:
     ALLOWED_HOSTS = ["*"]
 
 INSTALLED_APPS = [
-    "daphne",
+    # First, so its `runserver` (daphne's) wins over staticfiles'; daphne itself is not an app here
+    # (see fedsite/management/commands/runserver.py).
+    "fedsite",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
