@@ -143,8 +143,8 @@ class RoundCurrentApi(APIView):
             with events.state_changed:
                 events.state_changed.wait(timeout=min(LONGPOLL_RECHECK_S[settings.FL_MODE], remaining))
             marker = selectors.round_marker(experiment)
-        if wait:
-            experiment.refresh_from_db(fields=["status"])
+        if marker[1] != experiment.status:  # the run ended (or resumed) during the wait
+            experiment.refresh_from_db(fields=["status", "finish_reason"])
         return Response(selectors.round_state(experiment))
 
 

@@ -80,9 +80,9 @@ def version_parameters(version_id: int, sha256: str) -> NDArrays:
 
 def round_marker(experiment: Experiment) -> tuple[int, str]:
     """What a long-poll waits to change, in one cheap query: (current round number, run status)."""
-    number = experiment.rounds.order_by("-number").values_list("number", flat=True).first() or 0
-    status = Experiment.objects.filter(pk=experiment.pk).values_list("status", flat=True).first()
-    return number, status or ""
+    rows = Experiment.objects.filter(pk=experiment.pk).values("status").annotate(n=Max("rounds__number")).order_by()
+    row = next(iter(rows[:1]), None)
+    return (row["n"] or 0, row["status"]) if row else (0, "")
 
 
 def model_version_get(experiment: Experiment, version: str | int) -> ModelVersion:

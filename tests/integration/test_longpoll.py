@@ -52,6 +52,40 @@ def test_longpoll_is_woken_by_the_round_closing(api, experiment, register, uploa
     assert answer["seconds"] < 20  # woken by the commit, not by the 25 s timeout
 
 
+def test_a_run_that_ends_during_the_wait_is_answered_with_its_reason(api, make_experiment, register, uploader):
+    make_experiment(max_rounds=1)
+    tokens = [register(str(i)) for i in range(3)]
+    for token in tokens[:2]:
+        uploader(token, 1, params_for(1))
+    answer: dict = {}
+
+    def poll() -> None:
+        try:
+            answer["state"] = APIClient().get("/api/rounds/current?experiment=exp&wait=25&known=1").json()
+        finally:
+            connection.close()
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    time.sleep(0.3)
+    uploader(tokens[2], 1, params_for(1))  # closes round 1, the last one
+    poller.join(timeout=30)
+
+    run = answer["state"]["run"]
+    assert run["status"] == "finished" and run["finish_reason"] == "max_rounds reached (1)"
+
+
+def test_the_longpoll_marker_is_one_query(experiment):
+    from django.test.utils import CaptureQueriesContext
+
+    from aggregation.selectors import round_marker
+
+    with CaptureQueriesContext(connection) as queries:
+        marker = round_marker(experiment)
+
+    assert marker == (1, "running") and len(queries.captured_queries) == 1
+
+
 @pytest.mark.parametrize("query", ["wait=soon", "wait=nan&known=1", "wait=inf&known=1", "wait=-inf&known=1",
                                    "wait=1&known=one"])
 def test_longpoll_rejects_a_malformed_query(api, experiment, query):
