@@ -28,10 +28,8 @@ def test_longpoll_gives_up_after_the_wait_and_returns_the_same_round(api, experi
     assert state["number"] == 1 and state["status"] == "open"
 
 
-def test_longpoll_is_woken_by_the_round_closing(api, experiment, register, uploader):
-    tokens = [register(str(i)) for i in range(3)]
-    for token in tokens[:2]:
-        uploader(token, 1, params_for(1))
+def _poll_round_1_while(action) -> dict:
+    """Long-poll for the end of round 1 in a thread while `action` runs; the answer and its seconds."""
     answer: dict = {}
 
     def poll() -> None:
@@ -45,8 +43,17 @@ def test_longpoll_is_woken_by_the_round_closing(api, experiment, register, uploa
     poller = threading.Thread(target=poll)
     poller.start()
     time.sleep(0.3)
-    uploader(tokens[2], 1, params_for(1))
+    action()
     poller.join(timeout=30)
+    return answer
+
+
+def test_longpoll_is_woken_by_the_round_closing(api, experiment, register, uploader):
+    tokens = [register(str(i)) for i in range(3)]
+    for token in tokens[:2]:
+        uploader(token, 1, params_for(1))
+
+    answer = _poll_round_1_while(lambda: uploader(tokens[2], 1, params_for(1)))
 
     assert answer["state"]["number"] == 2 and answer["state"]["model_version"] == 1
     assert answer["seconds"] < 20  # woken by the commit, not by the 25 s timeout
@@ -57,19 +64,8 @@ def test_a_run_that_ends_during_the_wait_is_answered_with_its_reason(api, make_e
     tokens = [register(str(i)) for i in range(3)]
     for token in tokens[:2]:
         uploader(token, 1, params_for(1))
-    answer: dict = {}
 
-    def poll() -> None:
-        try:
-            answer["state"] = APIClient().get("/api/rounds/current?experiment=exp&wait=25&known=1").json()
-        finally:
-            connection.close()
-
-    poller = threading.Thread(target=poll)
-    poller.start()
-    time.sleep(0.3)
-    uploader(tokens[2], 1, params_for(1))  # closes round 1, the last one
-    poller.join(timeout=30)
+    answer = _poll_round_1_while(lambda: uploader(tokens[2], 1, params_for(1)))  # closes the last round
 
     run = answer["state"]["run"]
     assert run["status"] == "finished" and run["finish_reason"] == "max_rounds reached (1)"
