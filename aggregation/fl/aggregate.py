@@ -152,20 +152,6 @@ def fit_metrics(results: list[FitRes]) -> dict[str, float]:
     return metrics
 
 
-def check_results(results: list[FitRes], current: NDArrays) -> None:
-    """Every result must hold the current model's tensors, in count and shape."""
-    expected = [np.shape(layer) for layer in current]
-    for index, result in enumerate(results):
-        shapes = [np.shape(layer) for layer in result.parameters]
-        if len(shapes) != len(expected):
-            raise AggregationError(f"result {index} has {len(shapes)} tensors but the model has {len(expected)}")
-        for position, (shape, want) in enumerate(zip(shapes, expected)):
-            if shape != want:
-                raise AggregationError(
-                    f"tensor {position} of result {index} has shape {shape} but the model's has shape {want}"
-                )
-
-
 def layer_stack(results: list[FitRes], position: int) -> np.ndarray:
     """Tensor `position` of every result stacked along a new first axis, as float64 (K, *shape)."""
     return np.stack([np.asarray(r.parameters[position], dtype=np.float64) for r in results])

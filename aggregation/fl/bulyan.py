@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from aggregation.fl import NDArrays
-from aggregation.fl.aggregate import check_results, fit_metrics, flat_stack, unflatten_like
+from aggregation.fl.aggregate import fit_metrics, flat_stack, unflatten_like
 from aggregation.fl.checks import check_int
 from aggregation.fl.robust import bulyan_select, mean_around_median, pairwise_sq_distances
 from aggregation.fl.strategy import AggregationError, FitRes, Strategy
@@ -30,16 +30,13 @@ class Bulyan(Strategy):
     def __repr__(self) -> str:
         return f"Bulyan(min_results={self.min_results}, num_malicious={self.num_malicious})"
 
-    def aggregate_fit(
+    def combine(
         self,
         server_round: int,
         parameters: NDArrays,
         results: list[FitRes],
         failures: list[str],
     ) -> tuple[NDArrays | None, dict[str, float]]:
-        if not results or len(results) < self.min_results:
-            return None, {}
-        check_results(results, parameters)
         n, f = len(results), self.num_malicious
         if n < 4 * f + 3:
             raise AggregationError(

@@ -23,7 +23,7 @@ import numpy as np
 
 from aggregation.fl import NDArrays
 from aggregation.fl.model import MLPSpec
-from aggregation.fl.serde import SerdeError, dumps, loads, params_dumps, params_loads
+from aggregation.fl.serde import SerdeError, dumps, loads, name_problems, params_dumps, params_from_tensors
 
 ENCODINGS = ("none", "fp16", "int8")
 ENCODING_KEY = "encoding"
@@ -35,7 +35,7 @@ FP16_MAX = float(np.finfo(np.float16).max)
 Base = NDArrays | Callable[[], NDArrays]
 
 
-def _check_same_model(spec: MLPSpec, arrays: NDArrays, what: str) -> list[np.ndarray]:
+def _check_same_model(spec: MLPSpec, arrays: NDArrays, what: str, *, finite: bool = True) -> list[np.ndarray]:
     names, shapes = spec.names(), spec.shapes()
     if len(arrays) != len(names):
         raise SerdeError(f"the model has {len(names)} tensors ({', '.join(names)}) but the {what} has {len(arrays)}")
@@ -45,7 +45,7 @@ def _check_same_model(spec: MLPSpec, arrays: NDArrays, what: str) -> list[np.nda
         if array.shape != shape:
             raise SerdeError(f"tensor {name!r} of the {what} has shape {list(array.shape)}, "
                              f"but the model expects {list(shape)}")
-        if not np.isfinite(array).all():
+        if finite and not np.isfinite(array).all():
             raise SerdeError(f"tensor {name!r} of the {what} contains NaN or infinity")
         checked.append(array)
     return checked
@@ -99,11 +99,8 @@ def update_encoding_of(metadata: dict[str, str]) -> str:
 
 
 def _check_names(expected: list[str], tensors: dict[str, np.ndarray], marker: str) -> None:
-    missing = [n for n in expected if n not in tensors]
-    unexpected = [n for n in tensors if n not in expected]
-    if missing or unexpected:
-        problems = [f"{label} {', '.join(map(repr, names))}"
-                    for label, names in (("missing", missing), ("unexpected", unexpected)) if names]
+    problems = name_problems(expected, tensors)
+    if problems:
         raise SerdeError(f"a {marker} update must hold exactly the tensors {', '.join(expected)}; "
                          f"{'; '.join(problems)}")
 
@@ -152,9 +149,11 @@ def update_decode(spec: MLPSpec, body: bytes | bytearray | memoryview, base: Bas
     tensors, metadata = loads(body)
     encoding = update_encoding_of(metadata)
     if encoding == "none":
-        return params_loads(spec, body)
+        return params_from_tensors(spec, tensors), metadata
     deltas = _deltas(spec, tensors, encoding)
-    base = _check_same_model(spec, base() if callable(base) else base, "base model")
+    # The base is a stored model, and every decoded tensor is checked for finiteness below: no
+    # extra pass over it per upload.
+    base = _check_same_model(spec, base() if callable(base) else base, "base model", finite=False)
     params = []
     for name, old, delta in zip(spec.names(), base, deltas):
         with np.errstate(over="ignore"):

@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 
 from aggregation.fl import NDArrays
-from aggregation.fl.aggregate import as_float64, check_results
+from aggregation.fl.aggregate import as_float64
 from aggregation.fl.checks import check_int, check_number, construct
 from aggregation.fl.spec import MLPSpec
-from aggregation.fl.strategy import AggregationError, FitRes, Strategy
+from aggregation.fl.strategy import AggregationError, FitRes, Strategy, check_results
 
 INNER = "inner."
 

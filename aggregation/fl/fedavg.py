@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from aggregation.fl import NDArrays
-from aggregation.fl.aggregate import check_results, fit_metrics, weighted_average
+from aggregation.fl.aggregate import fit_metrics, weighted_average
 from aggregation.fl.checks import check_int
 from aggregation.fl.strategy import FitRes, Strategy
 
@@ -31,21 +31,15 @@ class FedAvg(Strategy):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(min_results={self.min_results})"
 
-    def average(self, parameters: NDArrays, results: list[FitRes]) -> NDArrays:
-        """The example-weighted mean of the results, checked against the current model's shapes."""
-        check_results(results, parameters)
-        return weighted_average([(r.parameters, r.num_examples) for r in results])
-
-    def aggregate_fit(
+    def combine(
         self,
         server_round: int,
         parameters: NDArrays,
         results: list[FitRes],
         failures: list[str],
     ) -> tuple[NDArrays | None, dict[str, float]]:
-        if not results or len(results) < self.min_results:
-            return None, {}
-        return self.aggregate_mean(server_round, parameters, self.average(parameters, results), results, failures)
+        mean = weighted_average([(r.parameters, r.num_examples) for r in results])
+        return self.step_from_mean(server_round, parameters, mean, results)
 
     def aggregate_mean(
         self,
@@ -55,7 +49,13 @@ class FedAvg(Strategy):
         results: list[FitRes],
         failures: list[str],
     ) -> tuple[NDArrays | None, dict[str, float]]:
-        """The step from the results' weighted mean; `results` give counts and metrics (parameters may be empty)."""
+        """aggregate_fit given the weighted mean; `results` give counts and metrics (parameters may be empty)."""
         if not results or len(results) < self.min_results:
             return None, {}
+        return self.step_from_mean(server_round, parameters, mean, results)
+
+    def step_from_mean(
+        self, server_round: int, parameters: NDArrays, mean: NDArrays, results: list[FitRes]
+    ) -> tuple[NDArrays | None, dict[str, float]]:
+        """The next model from the current one and the results' mean; FedAvg takes the mean itself."""
         return mean, fit_metrics(results)

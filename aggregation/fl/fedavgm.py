@@ -45,16 +45,9 @@ class FedAvgM(FedAvg):
         check_state_keys(self.name, state, ("velocity",))
         self.velocity = layers_from_state(state, "velocity")
 
-    def aggregate_mean(
-        self,
-        server_round: int,
-        parameters: NDArrays,
-        average: NDArrays,
-        results: list[FitRes],
-        failures: list[str],
+    def step_from_mean(
+        self, server_round: int, parameters: NDArrays, average: NDArrays, results: list[FitRes]
     ) -> tuple[NDArrays | None, dict[str, float]]:
-        if not results or len(results) < self.min_results:
-            return None, {}
         current = as_float64(parameters)
         if self.velocity is None:
             self.velocity = [np.zeros_like(layer) for layer in current]

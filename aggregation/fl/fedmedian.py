@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from aggregation.fl import NDArrays
-from aggregation.fl.aggregate import check_results, fit_metrics, layer_stack
+from aggregation.fl.aggregate import fit_metrics, layer_stack
 from aggregation.fl.checks import check_int
 from aggregation.fl.robust import coordinate_median
 from aggregation.fl.strategy import FitRes, Strategy
@@ -30,16 +30,13 @@ class FedMedian(Strategy):
     def __repr__(self) -> str:
         return f"FedMedian(min_results={self.min_results})"
 
-    def aggregate_fit(
+    def combine(
         self,
         server_round: int,
         parameters: NDArrays,
         results: list[FitRes],
         failures: list[str],
     ) -> tuple[NDArrays | None, dict[str, float]]:
-        if not results or len(results) < self.min_results:
-            return None, {}
-        check_results(results, parameters)
         # One layer at a time keeps the peak memory at K copies of a layer, not of the model.
         new = [coordinate_median(layer_stack(results, i)).astype(np.float32) for i in range(len(parameters))]
         return new, fit_metrics(results)

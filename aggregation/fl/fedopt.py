@@ -77,16 +77,9 @@ class FedOpt(FedAvg):
         self.m, self.v = m, v
         self.steps = int(state["steps"]) if m is not None else 0
 
-    def aggregate_mean(
-        self,
-        server_round: int,
-        parameters: NDArrays,
-        average: NDArrays,
-        results: list[FitRes],
-        failures: list[str],
+    def step_from_mean(
+        self, server_round: int, parameters: NDArrays, average: NDArrays, results: list[FitRes]
     ) -> tuple[NDArrays | None, dict[str, float]]:
-        if not results or len(results) < self.min_results:
-            return None, {}
         current = as_float64(parameters)
         if self.m is None or self.v is None:
             self.m = [np.zeros_like(layer) for layer in current]

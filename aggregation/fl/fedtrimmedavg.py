@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from aggregation.fl import NDArrays
-from aggregation.fl.aggregate import check_results, fit_metrics, layer_stack
+from aggregation.fl.aggregate import fit_metrics, layer_stack
 from aggregation.fl.checks import check_int, check_number
 from aggregation.fl.robust import trimmed_mean
 from aggregation.fl.strategy import FitRes, Strategy
@@ -30,16 +30,13 @@ class FedTrimmedAvg(Strategy):
     def __repr__(self) -> str:
         return f"FedTrimmedAvg(min_results={self.min_results}, beta={self.beta})"
 
-    def aggregate_fit(
+    def combine(
         self,
         server_round: int,
         parameters: NDArrays,
         results: list[FitRes],
         failures: list[str],
     ) -> tuple[NDArrays | None, dict[str, float]]:
-        if not results or len(results) < self.min_results:
-            return None, {}
-        check_results(results, parameters)
         cut = int(self.beta * len(results))
         new = [trimmed_mean(layer_stack(results, i), cut).astype(np.float32) for i in range(len(parameters))]
         metrics = fit_metrics(results)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from aggregation.fl import NDArrays
-from aggregation.fl.aggregate import check_results, fit_metrics, flat_stack, unflatten_like
+from aggregation.fl.aggregate import fit_metrics, flat_stack, unflatten_like
 from aggregation.fl.checks import check_int
 from aggregation.fl.robust import krum_select, pairwise_sq_distances
 from aggregation.fl.strategy import AggregationError, FitRes, Strategy
@@ -33,16 +33,13 @@ class Krum(Strategy):
         """How many of the best-scored results are averaged; Krum keeps one."""
         return 1
 
-    def aggregate_fit(
+    def combine(
         self,
         server_round: int,
         parameters: NDArrays,
         results: list[FitRes],
         failures: list[str],
     ) -> tuple[NDArrays | None, dict[str, float]]:
-        if not results or len(results) < self.min_results:
-            return None, {}
-        check_results(results, parameters)
         n, f = len(results), self.num_malicious
         if n < 2 * f + 3:
             raise AggregationError(

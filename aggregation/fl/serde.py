@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -250,15 +251,23 @@ def params_loads(
 ) -> tuple[NDArrays, dict[str, str]]:
     """Decode model parameters in spec order as float32; does not check finiteness (see check_finite)."""
     tensors, metadata = loads(buf)
+    return params_from_tensors(spec, tensors), metadata
+
+
+def name_problems(expected: list[str], names: Iterable[str]) -> list[str]:
+    """How tensor `names` differ from the `expected` ones: "missing 'a'", "unexpected 'b'" (empty: they match)."""
+    names = list(names)
+    missing = [n for n in expected if n not in names]
+    unexpected = [n for n in names if n not in expected]
+    return [f"{label} {', '.join(map(repr, found))}"
+            for label, found in (("missing", missing), ("unexpected", unexpected)) if found]
+
+
+def params_from_tensors(spec: MLPSpec, tensors: dict[str, np.ndarray]) -> NDArrays:
+    """Decoded tensors (from `loads`) as the model's parameters in spec order, float32."""
     names = spec.names()
-    missing = [n for n in names if n not in tensors]
-    unexpected = [n for n in tensors if n not in names]
-    if missing or unexpected:
-        problems = []
-        if missing:
-            problems.append(f"missing {', '.join(map(repr, missing))}")
-        if unexpected:
-            problems.append(f"unexpected {', '.join(map(repr, unexpected))}")
+    problems = name_problems(names, tensors)
+    if problems:
         msg = f"the parameters do not match the model's tensors: {'; '.join(problems)}"
         raise SerdeError(msg)
     params: NDArrays = []
@@ -268,7 +277,7 @@ def params_loads(
             over="ignore"
         ):  # F64 beyond float32's range becomes inf: check_finite's job
             params.append(arr.astype(np.float32, copy=False))
-    return params, metadata
+    return params
 
 
 def check_finite(params: NDArrays, names: list[str]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -26,7 +25,7 @@ class FitRes:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-class Strategy(ABC):
+class Strategy:
     """Base class for aggregation strategies; hyperparameters are keyword-only constructor arguments."""
 
     name: ClassVar[str]
@@ -56,7 +55,9 @@ class Strategy(ABC):
                 f"strategy {self.name!r} keeps no state, but the saved state holds {', '.join(sorted(state))}"
             )
 
-    @abstractmethod
+    # Fewer results than this keep the current model (strategies set it from their constructor).
+    min_results: int = 1
+
     def aggregate_fit(
         self,
         server_round: int,
@@ -67,8 +68,24 @@ class Strategy(ABC):
         """Combine results into the next global model.
 
         `parameters` is the current global model. Returning None as the parameters means "keep the
-        current model". Failures are reported here, never raised.
+        current model": so it is with no results or fewer than `min_results`. Otherwise every result
+        must hold the current model's tensors, and `combine` applies the rule. Failures are reported
+        here, never raised.
         """
+        if not results or len(results) < self.min_results:
+            return None, {}
+        check_results(results, parameters)
+        return self.combine(server_round, parameters, results, failures)
+
+    def combine(
+        self,
+        server_round: int,
+        parameters: NDArrays,
+        results: list[FitRes],
+        failures: list[str],
+    ) -> tuple[NDArrays | None, dict[str, float]]:
+        """The strategy's rule, given at least `min_results` results shaped like `parameters`."""
+        raise NotImplementedError(f"strategy {self.name!r} defines no combine rule")
 
     def aggregate_mean(
         self,
@@ -113,3 +130,17 @@ def check_state_like(what: str, layers: NDArrays, reference: NDArrays) -> None:
     expected = [np.shape(layer) for layer in reference]
     if shapes != expected:
         raise AggregationError(f"the saved {what} has shapes {shapes} but the model has {expected}")
+
+
+def check_results(results: list[FitRes], current: NDArrays) -> None:
+    """Every result must hold the current model's tensors, in count and shape."""
+    expected = [np.shape(layer) for layer in current]
+    for index, result in enumerate(results):
+        shapes = [np.shape(layer) for layer in result.parameters]
+        if len(shapes) != len(expected):
+            raise AggregationError(f"result {index} has {len(shapes)} tensors but the model has {len(expected)}")
+        for position, (shape, want) in enumerate(zip(shapes, expected)):
+            if shape != want:
+                raise AggregationError(
+                    f"tensor {position} of result {index} has shape {shape} but the model's has shape {want}"
+                )
