@@ -44,8 +44,10 @@ test: lint test-sqlite test-postgres
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 
+# The SQLite step also runs the scaled-mode e2e tests, which need the PostgreSQL role: prepare it
+# here, not only in test-postgres, so a fresh machine passes in this order.
 test-sqlite: $(VENV)/.dev $(VENDOR)
-	scripts/services.sh packages
+	scripts/services.sh packages postgres
 	$(BIN)/python -m pytest
 
 test-postgres: $(VENV)/.dev $(VENDOR)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Make sure a service the tests need is running on loopback; install it first on a fresh Debian
-# machine (needs root). Usage: scripts/services.sh postgres
+# machine (needs root). Usage: scripts/services.sh postgres [redis packages ...]
 set -euo pipefail
 
 postgres() {
@@ -51,10 +51,13 @@ packages() {
   fi
 }
 
-case "${1:-}" in
-  postgres) postgres ;;
-  redis) redis ;;
-  packages) packages ;;
-  all) postgres; redis ;;
-  *) echo "usage: $0 postgres|redis|packages|all" >&2; exit 2 ;;
-esac
+[ $# -gt 0 ] || { echo "usage: $0 postgres|redis|packages|all ..." >&2; exit 2; }
+for step in "$@"; do
+  case "$step" in
+    postgres) postgres ;;
+    redis) redis ;;
+    packages) packages ;;
+    all) postgres; redis ;;
+    *) echo "usage: $0 postgres|redis|packages|all ..." >&2; exit 2 ;;
+  esac
+done
