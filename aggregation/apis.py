@@ -134,7 +134,8 @@ class RoundCurrentApi(APIView):
         marker = selectors.round_marker(experiment)
         # Only the round number or the run's end can answer the poll, so the wait re-checks that
         # in one cheap query; the full state is built once, for the answer.
-        while marker[0] == known_number and marker[1] == Experiment.Status.RUNNING:
+        waiting = (Experiment.Status.RUNNING, Experiment.Status.INITIALIZING)
+        while marker[0] == known_number and marker[1] in waiting:
             remaining = until - time.monotonic()
             if remaining <= 0:
                 break
@@ -192,7 +193,8 @@ def _version_payload(version) -> dict:
         "version": version.version, "sha256": version.sha256, "size": version.size,
         "parent": version.parent.version if version.parent_id else None,
         "round": version.round.number if version.round_id else None,
-        "contributors": version.contributors, "created_at": version.created_at.isoformat(),
+        "contributors": version.contributors, "evaluation": version.evaluation,
+        "created_at": version.created_at.isoformat(),
     }
 
 

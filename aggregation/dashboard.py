@@ -111,9 +111,15 @@ def charts_data(experiment: Experiment, rounds: list[dict[str, Any]]) -> dict[st
             series["delta_norm"][index[number]] = _numeric(delta_norm)
             series["loss"][index[number]] = _numeric(metrics.get("loss"))
     closed = [r["metrics"] if r["status"] == "closed" and isinstance(r["metrics"], dict) else {} for r in rounds]
-    names = sorted({k for m in closed for k, v in m.items() if k in reported and _numeric(v) is not None})
+    names = sorted({k for m in closed for k, v in m.items()
+                    if (k in reported or _scored_model_metric(k)) and _numeric(v) is not None})
     round_metrics = {name: [_numeric(m.get(name)) for m in closed] for name in names}
     return {"rounds": numbers, "round_metrics": round_metrics, "nodes": nodes}
+
+
+def _scored_model_metric(name: str) -> bool:
+    """A score of the new model: on the server's test set (test_*) or federated on the nodes (federated_*)."""
+    return name.startswith(("test_", "federated_")) and not name.endswith(("_examples", "_nodes"))
 
 
 def nodes_table() -> list[dict[str, Any]]:
@@ -138,7 +144,6 @@ def dashboard_snapshot(experiment_name: str | None = None) -> dict[str, Any]:
     experiment = experiment_get(experiment_name)
     latest = experiment.versions.defer(*BEHIND_BLOBS).order_by("-version").first()
     rounds = rounds_history(experiment, limit=HISTORY_ROUNDS)
-    url = f"/api/models/{latest.version}"
     query = "" if experiment_name is None else f"?experiment={experiment.name}"
     return {
         "server": {"status": "running", "mode": settings.FL_MODE, "now": timezone.now().isoformat()},
@@ -151,11 +156,19 @@ def dashboard_snapshot(experiment_name: str | None = None) -> dict[str, Any]:
         "nodes": nodes_table(),
         "rounds": rounds,
         "charts": charts_data(experiment, rounds),
-        "model": {
-            "version": latest.version, "sha256": latest.sha256, "size": latest.size,
-            "created_at": latest.created_at.isoformat(),
-            "download": {"safetensors": f"{url}/download{query}",
-                         "json": f"{url}/download{query}{'&' if query else '?'}format=json"},
-            "summary": model_summary(experiment, latest),
-        },
+        "model": model_card(experiment, latest, query),
+    }
+
+
+def model_card(experiment: Experiment, latest: ModelVersion | None, query: str) -> dict[str, Any] | None:
+    """The latest model's metadata, download links and parameter summary; None while there is no version 0."""
+    if latest is None:
+        return None
+    url = f"/api/models/{latest.version}"
+    return {
+        "version": latest.version, "sha256": latest.sha256, "size": latest.size,
+        "created_at": latest.created_at.isoformat(), "evaluation": latest.evaluation,
+        "download": {"safetensors": f"{url}/download{query}",
+                     "json": f"{url}/download{query}{'&' if query else '?'}format=json"},
+        "summary": model_summary(experiment, latest),
     }

@@ -4,6 +4,8 @@ from django.db import models
 
 class Experiment(models.Model):
     class Status(models.TextChoices):
+        # Created with --init-from-node: no version 0 yet; the first node's parameters become it.
+        INITIALIZING = "initializing"
         RUNNING = "running"
         FINISHED = "finished"
         STOPPED = "stopped"
@@ -73,6 +75,7 @@ class Experiment(models.Model):
         from django.core.exceptions import ValidationError
 
         from aggregation.datasets import BUILTIN
+        from aggregation.fl.manifest import spec_from_dict
         from aggregation.fl.model import MLPSpec
         from aggregation.fl.registry import strategy_create
 
@@ -81,10 +84,15 @@ class Experiment(models.Model):
             strategy_create(self.strategy, self.strategy_params)
         except ValueError as exc:
             errors["strategy_params"] = str(exc)
-        try:
-            MLPSpec.from_dict(self.model_spec)
-        except (ValueError, TypeError) as exc:
-            errors["model_spec"] = str(exc)
+        if self.status != self.Status.INITIALIZING:
+            try:
+                spec = spec_from_dict(self.model_spec)
+            except (ValueError, TypeError) as exc:
+                errors["model_spec"] = str(exc)
+            else:
+                if self.server_eval and not isinstance(spec, MLPSpec):
+                    errors["server_eval"] = ("The server can only score the built-in MLP; a model of your own is "
+                                             "scored by its nodes (federated evaluation).")
         if self.stop_metric and self.stop_threshold is None:
             errors["stop_threshold"] = "A stop metric needs a threshold."
         if self.server_eval and not (self.server_eval.startswith("csv:") or self.server_eval in BUILTIN):
@@ -107,6 +115,8 @@ class ModelVersion(models.Model):
         "Round", null=True, blank=True, on_delete=models.PROTECT, related_name="produced_version"
     )
     contributors = models.JSONField(default=list, blank=True)
+    # Federated evaluation of this version: the example-weighted mean of what nodes reported.
+    evaluation = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     # The blobs come last, so reads of the other columns never walk their pages (migration 0006).
     parameters = models.BinaryField()
@@ -173,3 +183,21 @@ class Update(models.Model):
 
     def __str__(self) -> str:
         return f"{self.round} from {self.node_id}"
+
+
+class Evaluation(models.Model):
+    """One node's score of a model version on its own held-out data (federated evaluation)."""
+
+    version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="evaluations")
+    node = models.ForeignKey("nodes_app.Node", on_delete=models.PROTECT, related_name="evaluations")
+    loss = models.FloatField()
+    num_examples = models.PositiveIntegerField()
+    metrics = models.JSONField(default=dict, blank=True)
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["version", "id"]
+        constraints = [models.UniqueConstraint(fields=["version", "node"], name="one_evaluation_per_node_and_version")]
+
+    def __str__(self) -> str:
+        return f"{self.version} scored by {self.node}"

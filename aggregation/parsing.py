@@ -8,7 +8,8 @@ import numpy as np
 
 from aggregation.fl import NDArrays
 from aggregation.fl.compression import update_decode, update_encoding_of
-from aggregation.fl.model import MLPSpec, unflatten
+from aggregation.fl.manifest import ModelSpec
+from aggregation.fl.model import unflatten
 from aggregation.fl.serde import SerdeError, all_float32
 from aggregation.services import ParsedUpdate
 from fedsite.errors import ApplicationError
@@ -31,14 +32,19 @@ def metrics_parse(raw: Any) -> dict[str, float]:
         if len(key) > 64 or isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ApplicationError("bad_metrics", f"metric {key[:64]!r} must be a number under a name of at most "
                                    "64 characters.")
-        if not math.isfinite(value):
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond float range
+            number = math.inf
+        if not math.isfinite(number):
             raise ApplicationError("bad_metrics", f"metric {key!r} must be a finite number.")
-        metrics[key] = float(value)
+        metrics[key] = number
     return metrics
 
 
 def num_examples_parse(raw: Any) -> int:
-    if isinstance(raw, str) and raw.strip().isdigit():
+    # isdigit() alone lets through "²" and 5,000-digit strings, which int() refuses or chokes on.
+    if isinstance(raw, str) and raw.strip().isascii() and raw.strip().isdigit() and len(raw.strip()) <= 10:
         raw = int(raw)
     if isinstance(raw, bool) or not isinstance(raw, int) or not 1 <= raw <= 2**31 - 1:
         raise ApplicationError("bad_num_examples", "num_examples must be a whole number of at least 1.")
@@ -56,7 +62,7 @@ def _array(name: str, values: Any) -> np.ndarray:
         return array.astype(np.float32)
 
 
-def parameters_from_json(spec: MLPSpec, raw: Any) -> list[np.ndarray]:
+def parameters_from_json(spec: ModelSpec, raw: Any) -> list[np.ndarray]:
     """A flat list in the prototype's order, or an object of named tensors."""
     if isinstance(raw, list):
         flat = _array("parameters", raw)
@@ -80,7 +86,7 @@ def parameters_from_json(spec: MLPSpec, raw: Any) -> list[np.ndarray]:
     raise ApplicationError("bad_parameters", "parameters must be a flat list of numbers or an object of tensors.")
 
 
-def update_from_json(spec: MLPSpec, body: Any) -> ParsedUpdate:
+def update_from_json(spec: ModelSpec, body: Any) -> ParsedUpdate:
     if not isinstance(body, dict) or "parameters" not in body:
         raise ApplicationError("bad_update", "The body must be an object with 'parameters', 'num_examples' and "
                                "optionally 'metrics'.")
@@ -95,7 +101,7 @@ def _no_base() -> NDArrays:
     raise SerdeError("it is delta-encoded, but the round's base model is not known here")
 
 
-def update_from_safetensors(spec: MLPSpec, body: bytes, base: Callable[[], NDArrays] | None = None) -> ParsedUpdate:
+def update_from_safetensors(spec: ModelSpec, body: bytes, base: Callable[[], NDArrays] | None = None) -> ParsedUpdate:
     """Float32 parameters, or an fp16/int8 delta (fl.compression) decoded against `base()`, the round's model."""
     try:
         params, metadata = update_decode(spec, body, base or _no_base)

@@ -41,8 +41,12 @@ def round_current(experiment: Experiment) -> Round | None:
 
 
 def model_version_latest(experiment: Experiment) -> ModelVersion:
-    """The newest version's metadata (version 0 always exists); its parameters come from version_blob."""
-    return _versions(experiment).order_by("-version").first()
+    """The newest version's metadata; its parameters come from version_blob."""
+    latest = _versions(experiment).order_by("-version").first()
+    if latest is None:  # an experiment waiting for its first node's parameters has no version 0 yet
+        raise ApplicationError("no_model", f"Experiment {experiment.name!r} has no model yet: it is waiting for the "
+                               "first node to provide the initial parameters.", 404)
+    return latest
 
 
 def _versions(experiment: Experiment) -> Any:

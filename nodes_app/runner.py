@@ -1,14 +1,13 @@
-"""The node's work loop: enroll, long-poll rounds, train on local data, upload updates over HTTP."""
+"""The built-in node: fedsite's own MLP trained on the prototype's synthetic data or a real data set.
+
+The protocol (enroll, long-poll, download, upload, retries) is fedsite_node.NodeLoop; this class
+adds the built-in model, its local data and the prototype's local API (nodes_app.localmodel).
+"""
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import threading
-import time
 import zlib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,21 +15,18 @@ import numpy as np
 
 from aggregation.datasets import NodeData
 from aggregation.fl import NDArrays
-from aggregation.fl.compression import ENCODINGS, update_encode
 from aggregation.fl.data import synthetic_regression
+from aggregation.fl.manifest import ModelSpec
 from aggregation.fl.model import MLPSpec, init_parameters
-from aggregation.fl.serde import SerdeError, check_finite, params_dumps, params_loads, sha256_hex
-from nodes_app.client import Backoff, ServerClient, ServerRejected, ServerUnavailable
+from aggregation.fl.serde import params_dumps, sha256_hex
+from fedsite_node.http import ServerClient
+from fedsite_node.loop import NodeLoop, RegistrationError
 from nodes_app.localmodel import LocalModelApi
 from nodes_app.training import DEFAULT_CONFIG, data_check, fit, fit_and_evaluate
 
 logger = logging.getLogger("fedsite.node")
 
-PROBLEM_DELAY = 10.0
-
-
-class RegistrationError(Exception):
-    """The server will not let this node in; retrying cannot fix it."""
+__all__ = ["DataMismatch", "NodeRunner", "RegistrationError", "default_seed"]
 
 
 class DataMismatch(RegistrationError):
@@ -42,143 +38,36 @@ def default_seed(node_id: str) -> int:
     return int(node_id) if node_id.isdigit() else zlib.crc32(node_id.encode("utf-8"))
 
 
-class NodeRunner(LocalModelApi):
-    """One federated node; step() is a single unit of work so tests can drive it."""
+class NodeRunner(NodeLoop, LocalModelApi):
+    """The built-in MLP node; step() is a single unit of work so tests can drive it."""
 
-    def __init__(self, node_id: str, client: ServerClient, state_dir: Path | str, *, address: str = "",
-                 seed: int | None = None, samples: int = 100, poll_wait: float = 25.0,
-                 enrollment_token: str | None = None, keep_serving: bool = False,
-                 min_poll_interval: float = 1.0, sleep: Callable[[float], Any] | None = None,
-                 data: NodeData | None = None) -> None:
-        self.node_id, self.client, self.address = node_id, client, address
+    spec: MLPSpec
+
+    def __init__(self, node_id: str, client: ServerClient, state_dir: Path | str, *, seed: int | None = None,
+                 samples: int = 100, data: NodeData | None = None, **options: Any) -> None:
+        super().__init__(node_id, client, state_dir, **options)
         # Local data: a real data set's partition, or None for the prototype's synthetic regression.
         self.data = data
         self._checked_spec: MLPSpec | None = None
-        self.token_path = Path(state_dir) / "token"
         self.seed = default_seed(node_id) if seed is None else seed
-        self.samples, self.poll_wait, self.keep_serving = samples, poll_wait, keep_serving
-        self.enrollment_token, self.min_poll_interval = enrollment_token, min_poll_interval
-        self.stop = threading.Event()
-        # Sleeps wait on the stop event so a shutdown never waits out a backoff.
-        self._sleep = sleep or (lambda seconds: self.stop.wait(seconds))
-        self.backoff = Backoff(lambda seconds: self._sleep(seconds))
-        self._lock = threading.Lock()  # the node's HTTP API threads share the model with the loop
-        self._set_spec(MLPSpec())
-        self.state, self.round, self.last_loss = "starting", None, None
-        self.registered = self.finished = False
-        self._known: int | None = None  # last round number we are done with: the long-poll key
-        self._done_rounds: set[int] = set()
-        self._pending: tuple[int, bytes] | None = None  # a trained update not yet delivered
-        self._cache: dict[int, tuple[bytes, str]] = {}
-        self._final_version: Any = None
-        self._last_problem = ""
+        self.samples = samples
+        self.spec_changed(MLPSpec())
 
-    def _set_spec(self, spec: MLPSpec) -> None:
+    def spec_changed(self, spec: ModelSpec) -> None:
+        if not isinstance(spec, MLPSpec):
+            raise DataMismatch(f"node {self.node_id} runs the built-in MLP, but this experiment trains a model of "
+                               "its own; start the node with --client MODULE:ATTR")
         self.spec = spec
         if self.data is None:
             self.x, self.y = synthetic_regression(self.seed, n=self.samples, features=spec.layers[0])
         else:
             self.x, self.y = self.data.x_train, self.data.y_train
-        self.params: NDArrays = init_parameters(spec, self.seed)
-        self.model_version: Any = None
+        self.params = init_parameters(spec, self.seed)
+        self.model_version = None
         self.model_sha256 = sha256_hex(params_dumps(spec, self.params))
         self._config = dict(DEFAULT_CONFIG)
 
-    def ensure_registered(self) -> None:
-        """Reuse the stored token if the server still knows it, otherwise enroll fresh."""
-        self.state = "registering"
-        if self.token_path.exists():
-            self.client.token = self.token_path.read_text().strip()
-            try:
-                self.client.register(self.node_id, self.address)
-                logger.info("node %s: stored token accepted, address %s", self.node_id, self.address)
-                self.registered, self.state = True, "waiting"
-                return
-            except ServerRejected as exc:
-                if exc.status != 401:
-                    raise RegistrationError(f"re-registration refused: {exc}") from exc
-                logger.warning("node %s: server rejected the stored token; enrolling afresh", self.node_id)
-                self.token_path.unlink(missing_ok=True)
-        self.client.token = None
-        try:
-            answer = self.client.register(self.node_id, self.address, self.enrollment_token)
-        except ServerRejected as exc:
-            if exc.error == "node_exists":
-                msg = (f"node id {self.node_id} is already registered and no valid token is stored in "
-                       f"{self.token_path}; restore that file or remove the node on the server")
-            else:
-                msg = f"enrollment refused: {exc}"
-            logger.error("node %s: %s", self.node_id, msg)
-            raise RegistrationError(msg) from exc
-        token = str(answer["token"])
-        self.token_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.token_path.with_suffix(".tmp")
-        # Created 0600 from the start (not chmod-ed later): the token is a credential.
-        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
-            fh.write(token)
-        os.replace(tmp, self.token_path)
-        self.client.token, self.registered, self.state = token, True, "waiting"
-        logger.info("node %s: enrolled with address %s; token saved to %s", self.node_id, self.address, self.token_path)
-
-    def step(self) -> bool:
-        """Poll once and handle the answer; True if this node trained or uploaded something."""
-        try:
-            info = self.client.current_round(wait=self.poll_wait, known=self._known)
-            self.backoff.succeeded()
-            if info.get("model_spec") and (spec := MLPSpec.from_dict(info["model_spec"])) != self.spec:
-                with self._lock:
-                    self._set_spec(spec)
-            run = info.get("run") or {}
-            if run.get("status") == "finished":
-                self._finish(run.get("model_version"))
-                return False
-            self.finished, number = False, info.get("number")
-            self.round = number
-            if (number is None or info.get("status") != "open" or number in self._done_rounds
-                    or self.node_id in (info.get("progress") or {}).get("nodes", [])):
-                self._known, self.state = number, "waiting"
-                return False
-            return self._train_and_upload(int(number), info)
-        except ServerUnavailable as exc:
-            self.state = "offline"
-            self.backoff.failed(exc)
-        except ServerRejected as exc:
-            if exc.status != 401:
-                self._problem(f"server refused a request: {exc}")
-            else:
-                # run() registers again: the token is re-checked, then a fresh enrollment or a fatal error.
-                logger.warning("server no longer accepts our token (%s)", exc.detail)
-                self.registered = False
-        except ValueError as exc:  # SerdeError included
-            self._problem(f"cannot use what the server sent: {exc}")
-        return False
-
-    def _problem(self, message: str) -> None:
-        # A persistent problem is logged once, not at every retry.
-        if message != self._last_problem:
-            logger.error("%s", message)
-            self._last_problem = message
-        self._sleep(PROBLEM_DELAY)
-
-    def _fetch_model(self, version: int | str) -> None:
-        """Make `version` the in-memory model, downloading it unless cached; the sha256 must match."""
-        cached = self._cache.get(version) if isinstance(version, int) else None
-        if cached:
-            body, sha = cached
-        else:
-            body, claimed = self.client.download_model(version)
-            sha = sha256_hex(body)
-            if claimed != sha:
-                raise SerdeError(f"model v{version} sha256 mismatch: header {claimed or '(none)'}, body {sha}")
-        params, _meta = params_loads(self.spec, body)
-        check_finite(params, self.spec.names())
-        if isinstance(version, int):
-            self._cache = {v: c for v, c in self._cache.items() if v >= version - 2} | {version: (body, sha)}
-        with self._lock:
-            self.params = [np.array(p, dtype=np.float32) for p in params]
-            self.model_version, self.model_sha256 = version, sha
-
-    def _check_data(self) -> None:
+    def prepare_round(self) -> None:
         """Refuse to train when the local data does not fit the experiment's model: say why, then stop."""
         if self.data is None or self._checked_spec == self.spec:
             return
@@ -190,107 +79,16 @@ class NodeRunner(LocalModelApi):
         self._checked_spec = self.spec
         logger.info("node %s: %s fits the experiment's model", self.node_id, self.data.description)
 
-    def _train_and_upload(self, number: int, info: dict[str, Any]) -> bool:
-        if self._pending is None or self._pending[0] != number:
-            self._check_data()
-            version = info["model_version"]
-            self._fetch_model(version)
-            self._config = {**DEFAULT_CONFIG, **(info.get("config") or {})}
-            self.state = "training"
-            base = self.params  # the round's model: compressed uploads carry the difference to it
-            try:
-                new, metrics = self._fit_round(base, seed=self.seed + number)
-            except ValueError as exc:  # SerdeError included
-                # Training is deterministic, so retrying this round would fail the same way.
-                logger.error("round %d: training failed, skipping the round: %s", number, exc)
-                self._mark_done(number)
-                return True
-            self.last_loss = metrics["loss"]
-            logger.info("round %d: trained model v%s on %d examples, loss %.4f -> %.4f%s", number, version,
-                        len(self.x), metrics["loss_before"], metrics["loss"],
-                        "".join(f", {k} {v:.4f}" for k, v in metrics.items() if k.startswith("val_")))
-            metadata = {"num_examples": str(len(self.x)), "base_version": str(version),
-                        "metrics": json.dumps(metrics)}
-            self._pending = (number, self._encoded(number, new, base, metadata))
-        self.state = "uploading"
-        try:
-            status, answer = self.client.upload_update(number, self._pending[1])
-            logger.info("round %d: update %s (sha256 %s...), received %s/%s, status %s", number,
-                        "accepted" if status == 201 else "already accepted", str(answer.get("sha256", ""))[:12],
-                        answer.get("received"), answer.get("required"), answer.get("status"))
-        except ServerRejected as exc:
-            if exc.status == 401:
-                raise
-            if exc.error == "round_closed":
-                logger.info("round %d closed before our upload (server is at round %s)",
-                            number, exc.payload.get("current_round"))
-            else:
-                logger.error("round %d: upload refused: %s", number, exc)
-        self._mark_done(number)
-        return True
-
-    def _encoded(self, number: int, new: NDArrays, base: NDArrays, metadata: dict[str, str]) -> bytes:
-        """The upload in the round's update_encoding; float32 (which every server reads) when that cannot be used."""
-        encoding = str(self._config.get("update_encoding") or "none")
-        if encoding not in ENCODINGS:
-            logger.warning("round %d: update encoding %r is unknown here; uploading float32", number, encoding)
-            encoding = "none"
-        try:
-            body = update_encode(self.spec, new, base, encoding, metadata)
-        except SerdeError as exc:  # e.g. a delta beyond fp16's range
-            logger.warning("round %d: cannot encode the update as %s (%s); uploading float32", number, encoding, exc)
-            encoding, body = "none", params_dumps(self.spec, new, metadata)
-        logger.info("round %d: update encoded as %s, %d bytes", number, encoding, len(body))
-        return body
-
-    def _mark_done(self, number: int) -> None:
-        self._pending, self._last_problem = None, ""
-        self._done_rounds.add(number)
-        self._known, self.state = number, "waiting"
-
-    def _fit_round(self, base: NDArrays, seed: int) -> tuple[NDArrays, dict[str, float]]:
+    def fit_round(self, base: NDArrays, config: dict[str, Any], number: int) -> tuple[NDArrays, int, dict[str, float]]:
         """A round's training (nodes_app.training, the code `simulate` runs too) and the metrics to upload."""
+        self._config = {**DEFAULT_CONFIG, **config}
+        seed = self.seed + number
         if self.data is None:
             before, after, new = self._train(base, self.x, self.y, seed)
-            return new, {"loss": after, "loss_before": before}
-        return fit_and_evaluate(self.spec, base, self.data, self._config, seed)
+            metrics = {"loss": after, "loss_before": before}
+        else:
+            new, metrics = fit_and_evaluate(self.spec, base, self.data, self._config, seed)
+        return new, len(self.x), metrics
 
     def _train(self, base: NDArrays, x: np.ndarray, y: np.ndarray, seed: int) -> tuple[float, float, NDArrays]:
         return fit(self.spec, base, x, y, self._config, seed)
-
-    def _finish(self, version: Any) -> None:
-        if not self.finished or version != self._final_version:
-            self._fetch_model(version if version is not None else "latest")
-            self._final_version, self.finished = version, True
-            logger.info("run finished: final model version=%s sha256=%s", version, self.model_sha256)
-        self.state = "finished"
-
-    def run(self, stop: threading.Event | None = None) -> None:
-        """Register (retrying while the server is down), then step until stopped or the run is finished."""
-        self.stop = stop or self.stop
-        while not self.stop.is_set():
-            if not self.registered:
-                try:
-                    self.ensure_registered()
-                    self.backoff.succeeded()
-                except ServerUnavailable as exc:
-                    self.backoff.failed(exc)
-                continue
-            started = time.monotonic()
-            try:
-                worked = self.step()
-            except DataMismatch:
-                raise  # the data cannot change while the node runs: stop with the reason
-            except Exception:
-                # A node should outlive its own bugs; the traceback is in the log.
-                logger.exception("unexpected error in the node loop; retrying")
-                worked = False
-                self._sleep(PROBLEM_DELAY)
-            if self.finished:
-                if not self.keep_serving:
-                    return
-                # Keep answering the node API; look now and then for a new run.
-                self.stop.wait(max(self.poll_wait, self.min_poll_interval))
-            elif not worked:
-                # Guards against a hot loop if the server answers long-polls at once.
-                self.stop.wait(max(0.0, self.min_poll_interval - (time.monotonic() - started)))

@@ -22,7 +22,7 @@ from collections.abc import Callable
 import numpy as np
 
 from aggregation.fl import NDArrays
-from aggregation.fl.model import MLPSpec
+from aggregation.fl.manifest import ModelSpec
 from aggregation.fl.serde import SerdeError, dumps, loads, name_problems, params_dumps, params_from_tensors
 
 ENCODINGS = ("none", "fp16", "int8")
@@ -35,7 +35,7 @@ FP16_MAX = float(np.finfo(np.float16).max)
 Base = NDArrays | Callable[[], NDArrays]
 
 
-def _check_same_model(spec: MLPSpec, arrays: NDArrays, what: str, *, finite: bool = True) -> list[np.ndarray]:
+def _check_same_model(spec: ModelSpec, arrays: NDArrays, what: str, *, finite: bool = True) -> list[np.ndarray]:
     names, shapes = spec.names(), spec.shapes()
     if len(arrays) != len(names):
         raise SerdeError(f"the model has {len(names)} tensors ({', '.join(names)}) but the {what} has {len(arrays)}")
@@ -67,7 +67,7 @@ def _fp16(name: str, delta: np.ndarray) -> np.ndarray:
     return delta.astype(np.float16)
 
 
-def update_encode(spec: MLPSpec, params: NDArrays, base: NDArrays, encoding: str,
+def update_encode(spec: ModelSpec, params: NDArrays, base: NDArrays, encoding: str,
                   metadata: dict[str, str] | None = None) -> bytes:
     """Safetensors bytes of an update in `encoding` (none, fp16 or int8); fp16 and int8 carry params − base."""
     if encoding not in ENCODINGS:
@@ -124,7 +124,7 @@ def _scale(name: str, array: np.ndarray) -> np.float32:
     return scale
 
 
-def _deltas(spec: MLPSpec, tensors: dict[str, np.ndarray], encoding: str) -> NDArrays:
+def _deltas(spec: ModelSpec, tensors: dict[str, np.ndarray], encoding: str) -> NDArrays:
     marker, names, shapes = MARKERS[encoding], spec.names(), spec.shapes()
     if encoding == "fp16":
         _check_names(names, tensors, marker)
@@ -141,7 +141,7 @@ def _deltas(spec: MLPSpec, tensors: dict[str, np.ndarray], encoding: str) -> NDA
     return deltas
 
 
-def update_decode(spec: MLPSpec, body: bytes | bytearray | memoryview, base: Base) -> tuple[NDArrays, dict[str, str]]:
+def update_decode(spec: ModelSpec, body: bytes | bytearray | memoryview, base: Base) -> tuple[NDArrays, dict[str, str]]:
     """Float32 parameters and metadata of an upload in any encoding.
 
     `base` is the round's model, or a function returning it: it is only read when the body is delta-encoded.

@@ -11,7 +11,7 @@ import numpy as np
 from aggregation.fl import NDArrays
 from aggregation.fl.aggregate import as_float64
 from aggregation.fl.checks import check_int, check_number, construct
-from aggregation.fl.spec import MLPSpec
+from aggregation.fl.manifest import ModelSpec
 from aggregation.fl.strategy import AggregationError, FitRes, Strategy, check_results
 
 INNER = "inner."
@@ -76,7 +76,7 @@ class DPFixedClipping(Strategy):
             f"clip_norm={self.clip_norm}, seed={'<set>' if self.seed is not None else None})"
         )
 
-    def initialize_parameters(self, spec: MLPSpec, seed: int) -> NDArrays | None:
+    def initialize_parameters(self, spec: ModelSpec, seed: int) -> NDArrays | None:
         return self.inner.initialize_parameters(spec, seed)
 
     def configure_fit(self, server_round: int) -> dict[str, Any]:

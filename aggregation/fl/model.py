@@ -5,12 +5,16 @@ cross-entropy for classification. The parameter order (w1, b1, w2, b2, ...) is a
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from aggregation.fl import NDArrays
 from aggregation.fl.checks import check_number
 from aggregation.fl.spec import MAX_PARAMS, MLPSpec, is_int
+
+if TYPE_CHECKING:
+    from aggregation.fl.manifest import ModelSpec
 
 __all__ = [
     "MAX_PARAMS", "MLPSpec", "flatten", "forward", "gradients", "init_parameters", "loss", "predict", "softmax",
@@ -246,7 +250,7 @@ def flatten(params: NDArrays) -> np.ndarray:
     return np.concatenate([np.asarray(p, dtype=np.float32).ravel() for p in params])
 
 
-def unflatten(spec: MLPSpec, vec: np.ndarray) -> NDArrays:
+def unflatten(spec: ModelSpec, vec: np.ndarray) -> NDArrays:
     """Inverse of `flatten`; raises ValueError if the vector has the wrong length."""
     arr = np.asarray(vec)
     # Refuse strings, None and booleans instead of letting numpy coerce them to numbers or NaN.

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from aggregation.fl import NDArrays
-from aggregation.fl.model import MLPSpec
+from aggregation.fl.manifest import Manifest, ModelSpec, TensorSpec
 
 MAX_HEADER_BYTES = 100_000_000
 METADATA_KEY = "__metadata__"
@@ -25,6 +25,9 @@ _DTYPES = {
     name: np.dtype(code) for name, code in (x.split(":") for x in _CODES.split())
 }
 _NAMES = {(dt.kind, dt.itemsize): name for name, dt in _DTYPES.items()}
+# bfloat16 has no numpy dtype: read as 16-bit words, widened to float32 on decode (never written).
+_DTYPES["BF16"] = np.dtype("<u2")
+FLOAT_NAMES = ("F32", "F16", "BF16", "F64")
 
 
 class SerdeError(ValueError):
@@ -206,7 +209,17 @@ def loads(
         name: np.frombuffer(data, dtype, math.prod(shape), begin).reshape(shape)
         for name, (dtype, shape, begin, _end) in entries.items()
     }
+    for name in tensors:
+        if header[name]["dtype"] == "BF16":
+            tensors[name] = (tensors[name].astype(np.uint32) << 16).view(np.float32)
     return tensors, metadata
+
+
+def dtype_names(buf: bytes | bytearray | memoryview) -> dict[str, str]:
+    """Each tensor's safetensors dtype name, from the header alone."""
+    header = _read_header(memoryview(buf).cast("B"))
+    header.pop(METADATA_KEY, None)
+    return {name: str(entry.get("dtype")) if isinstance(entry, dict) else "?" for name, entry in header.items()}
 
 
 def all_float32(buf: bytes | bytearray | memoryview) -> bool:
@@ -224,18 +237,18 @@ def _check_shape(name: str, arr: np.ndarray, shape: tuple[int, ...]) -> np.ndarr
 
 
 def params_dumps(
-    spec: MLPSpec, params: NDArrays, metadata: dict[str, str] | None = None
+    spec: ModelSpec, params: NDArrays, metadata: dict[str, str] | None = None
 ) -> bytes:
     """Encode model parameters as float32 tensors named after spec.names()."""
     return dumps(_params_tensors(spec, params), metadata)
 
 
-def params_sha256(spec: MLPSpec, params: NDArrays) -> str:
+def params_sha256(spec: ModelSpec, params: NDArrays) -> str:
     """The digest of params_dumps(spec, params), without building it: what identifies an update's parameters."""
     return dumps_sha256(_params_tensors(spec, params))
 
 
-def _params_tensors(spec: MLPSpec, params: NDArrays) -> dict[str, np.ndarray]:
+def _params_tensors(spec: ModelSpec, params: NDArrays) -> dict[str, np.ndarray]:
     names, shapes = spec.names(), spec.shapes()
     if len(params) != len(names):
         msg = f"the model has {len(names)} tensors ({', '.join(names)}) but {len(params)} were given"
@@ -247,7 +260,7 @@ def _params_tensors(spec: MLPSpec, params: NDArrays) -> dict[str, np.ndarray]:
 
 
 def params_loads(
-    spec: MLPSpec, buf: bytes | bytearray | memoryview
+    spec: ModelSpec, buf: bytes | bytearray | memoryview
 ) -> tuple[NDArrays, dict[str, str]]:
     """Decode model parameters in spec order as float32; does not check finiteness (see check_finite)."""
     tensors, metadata = loads(buf)
@@ -263,7 +276,7 @@ def name_problems(expected: list[str], names: Iterable[str]) -> list[str]:
             for label, found in (("missing", missing), ("unexpected", unexpected)) if found]
 
 
-def params_from_tensors(spec: MLPSpec, tensors: dict[str, np.ndarray]) -> NDArrays:
+def params_from_tensors(spec: ModelSpec, tensors: dict[str, np.ndarray]) -> NDArrays:
     """Decoded tensors (from `loads`) as the model's parameters in spec order, float32."""
     names = spec.names()
     problems = name_problems(names, tensors)
@@ -273,6 +286,10 @@ def params_from_tensors(spec: MLPSpec, tensors: dict[str, np.ndarray]) -> NDArra
     params: NDArrays = []
     for name, shape in zip(names, spec.shapes()):
         arr = _check_shape(name, tensors[name], shape)
+        if arr.dtype.kind != "f":
+            # An integer read as a number would be silently wrong (a float32 relabelled I32 reads as ~1e9).
+            raise SerdeError(f"tensor {name!r} is stored as {arr.dtype}; parameters must be floating point "
+                             f"({', '.join(FLOAT_NAMES)})")
         with np.errstate(
             over="ignore"
         ):  # F64 beyond float32's range becomes inf: check_finite's job
@@ -287,3 +304,28 @@ def check_finite(params: NDArrays, names: list[str]) -> None:
     for name, p in zip(names, params):
         if not np.isfinite(p).all():
             raise SerdeError(f"tensor {name!r} contains NaN or infinity")
+
+
+def initial_model_loads(buf: bytes | bytearray | memoryview) -> tuple[Manifest, NDArrays]:
+    """A user's initial weights file as (manifest, float32 tensors in file order), or a SerdeError saying why not.
+
+    Floating-point tensors of any width are converted to float32 (the manifest keeps the file's
+    dtype); integer or boolean tensors, NaN and infinity are refused.
+    """
+    dtypes = dtype_names(buf)
+    tensors, _metadata = loads(buf)
+    if not tensors:
+        raise SerdeError("the file holds no tensors; a model needs at least one")
+    for name, dtype in dtypes.items():
+        if dtype not in FLOAT_NAMES:
+            raise SerdeError(f"tensor {name!r} is {dtype}; only floating-point tensors ({', '.join(FLOAT_NAMES)}) "
+                             "can be federated, so leave integer buffers (e.g. BatchNorm's num_batches_tracked) "
+                             "out of the file")
+    # Header order is the order the file's writer chose (the reference library sorts by name).
+    try:
+        manifest = Manifest(tuple(TensorSpec(n, tuple(t.shape), dtypes[n]) for n, t in tensors.items()))
+    except ValueError as exc:
+        raise SerdeError(str(exc)) from None
+    params = params_from_tensors(manifest, tensors)
+    check_finite(params, manifest.names())
+    return manifest, [np.array(p, dtype=np.float32) for p in params]

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from aggregation.fl import NDArrays
+from aggregation.fl.manifest import ModelSpec
 from aggregation.fl.model import MLPSpec, init_parameters
 
 
@@ -33,9 +34,12 @@ class Strategy:
     # such a strategy implements aggregate_mean and can be fed a mean accumulated in streaming.
     streams_mean: ClassVar[bool] = False
 
-    def initialize_parameters(self, spec: MLPSpec, seed: int) -> NDArrays | None:
-        """The round-0 model; every node starts from it, so it must come from the seed alone."""
-        return init_parameters(spec, seed)
+    def initialize_parameters(self, spec: ModelSpec, seed: int) -> NDArrays | None:
+        """The round-0 model; every node starts from it, so it must come from the seed alone.
+
+        None when the strategy cannot make one: a user's model brings its own version 0.
+        """
+        return init_parameters(spec, seed) if isinstance(spec, MLPSpec) else None
 
     def configure_fit(self, server_round: int) -> dict[str, Any]:
         """Extra training configuration sent to nodes for this round (for example a proximal term)."""

@@ -7,6 +7,7 @@ from django.conf import settings
 
 from aggregation.datasets import Dataset, server_testset_load
 from aggregation.fl import NDArrays
+from aggregation.fl.manifest import ModelSpec
 from aggregation.fl.metrics import evaluate, stop_condition_holds, stop_condition_parse
 from aggregation.fl.model import MLPSpec, targets
 from aggregation.models import Experiment, Round
@@ -28,7 +29,7 @@ def _testset(source: str, target: str) -> Dataset:
         return _testsets[key]
 
 
-def round_server_evaluate(experiment: Experiment, spec: MLPSpec, params: NDArrays) -> dict[str, float]:
+def round_server_evaluate(experiment: Experiment, spec: ModelSpec, params: NDArrays) -> dict[str, float]:
     """test_loss (and test_accuracy for a classifier) of `params` on the experiment's server test set; {} if none.
 
     A test set that cannot be used is logged once and skipped: it must never stop the federation.
@@ -36,6 +37,8 @@ def round_server_evaluate(experiment: Experiment, spec: MLPSpec, params: NDArray
     if not experiment.server_eval:
         return {}
     try:
+        if not isinstance(spec, MLPSpec):
+            raise ValueError("the server scores only the built-in MLP; a model of your own is scored by its nodes")
         ds = _testset(experiment.server_eval, experiment.server_eval_target)
         if ds.x.shape[1] != spec.layers[0]:
             raise ValueError(f"it has {ds.x.shape[1]} features, the model takes {spec.layers[0]}")

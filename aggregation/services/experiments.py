@@ -6,9 +6,11 @@ import secrets
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
+from aggregation.fl import NDArrays
+from aggregation.fl.manifest import Manifest, ModelSpec, manifest_of, spec_from_dict
 from aggregation.fl.model import MLPSpec
 from aggregation.fl.registry import strategy_create
-from aggregation.fl.serde import params_dumps, sha256_hex
+from aggregation.fl.serde import check_finite, params_dumps, sha256_hex
 from aggregation.models import Experiment, ModelVersion
 from aggregation.services.evaluation import experiment_learning_defaults
 from fedsite.errors import ApplicationError
@@ -16,11 +18,49 @@ from fedsite.errors import ApplicationError
 logger = logging.getLogger("fedsite.experiments")
 
 
-def experiment_spec(experiment: Experiment) -> MLPSpec:
-    return MLPSpec.from_dict(experiment.model_spec)
+def experiment_spec(experiment: Experiment) -> ModelSpec:
+    """The experiment's model: the built-in MLP or the manifest of a user's tensors."""
+    if experiment.status == Experiment.Status.INITIALIZING:
+        raise ApplicationError("not_initialized", f"Experiment {experiment.name!r} is waiting for its initial "
+                               "model, which the first node to connect will provide.", 409)
+    return spec_from_dict(experiment.model_spec)
 
 
-def _default_fields() -> dict:
+def version_metadata(experiment: Experiment, spec: ModelSpec, version: int, *, parent: int | None = None,
+                     round_number: int | None = None, init: str = "") -> dict[str, str]:
+    """What a downloaded model says about itself in its safetensors metadata: manifest and provenance."""
+    metadata = {
+        "fedsite.experiment": experiment.name, "fedsite.version": str(version),
+        "fedsite.round": "" if round_number is None else str(round_number),
+        "fedsite.parent": "" if parent is None else str(parent),
+        "fedsite.strategy": experiment.strategy,
+        "fedsite.manifest": json.dumps(manifest_of(spec).to_dict()["tensors"], separators=(",", ":")),
+    }
+    if init:
+        metadata["fedsite.init"] = init
+    if isinstance(spec, MLPSpec):
+        metadata.update({
+            "fedsite.model": json.dumps(spec.to_dict(), separators=(",", ":")),
+            "fedsite.task": spec.task,
+            "fedsite.preprocessing": PREPROCESSING,
+        })
+    return metadata
+
+
+# How the built-in MLP's inputs are prepared (aggregation/datasets.py); a user needs it to use the model.
+PREPROCESSING = ("inputs standardised per feature with the training rows' mean and standard deviation "
+                 "(a constant feature is only centred); regression targets divided by the data set's scale; "
+                 "classifier outputs are logits in class order")
+
+
+def _version0_create(experiment: Experiment, spec: ModelSpec, params: NDArrays, init: str,
+                     contributors: list | None = None) -> ModelVersion:
+    blob = params_dumps(spec, params, version_metadata(experiment, spec, 0, init=init))
+    return ModelVersion.objects.create(experiment=experiment, version=0, parameters=blob, sha256=sha256_hex(blob),
+                                       size=len(blob), contributors=contributors or [])
+
+
+def experiment_env_fields() -> dict:
     try:
         layers = tuple(int(v) for v in settings.FL_MODEL_LAYERS.split(","))
         strategy_params = json.loads(settings.FL_STRATEGY_PARAMS)
@@ -62,25 +102,68 @@ def experiment_public_params(params: object) -> object:
     return params
 
 
-def experiment_create(*, name: str, **fields: object) -> Experiment:
-    """Create an experiment with its initial model (version 0) and open round 1, atomically."""
+def experiment_create(*, name: str, initial: NDArrays | None = None, init: str = "", init_from_node: bool = False,
+                      **fields: object) -> Experiment:
+    """Create an experiment with its initial model (version 0) and open round 1, atomically.
+
+    Version 0 is `initial` (a user's weights, `init` says where they came from), else the strategy's
+    initialisation of the built-in MLP. With `init_from_node` there is no version 0 yet: the
+    experiment waits, `initializing`, for the first node's parameters (experiment_initialize_from_node).
+    """
     from aggregation.services.rounds import round_open
 
     if "strategy_params" in fields:
         fields["strategy_params"] = _dp_seed_filled(fields["strategy_params"])
+    if init_from_node:
+        fields.update(status=Experiment.Status.INITIALIZING, model_spec={"kind": "tensors", "tensors": []})
     with transaction.atomic():
         experiment = Experiment.objects.create(name=name, **fields)
-        spec = experiment_spec(experiment)
         strategy = strategy_create(experiment.strategy, experiment.strategy_params)
+        if init_from_node:
+            logger.info("experiment %s created: waiting for the first node's parameters", name)
+            return experiment
+        spec = experiment_spec(experiment)
         # One initial model for everyone: the prototype let every node start from its own weights.
-        params = strategy.initialize_parameters(spec, experiment.seed)
-        blob = params_dumps(spec, params)
-        version0 = ModelVersion.objects.create(
-            experiment=experiment, version=0, parameters=blob, sha256=sha256_hex(blob), size=len(blob)
-        )
+        params = initial if initial is not None else strategy.initialize_parameters(spec, experiment.seed)
+        if params is None:
+            raise ApplicationError("no_initial_model", "A model given as a tensor manifest needs its initial "
+                                   "weights: give an initial safetensors file, or let the first node provide them.")
+        version0 = _version0_create(experiment, spec, params, init or f"{strategy.name} initialisation, seed "
+                                    f"{experiment.seed}")
         round_open(experiment, version0, number=1)
     logger.info("experiment %s created: %s, %d nodes per round", name, experiment.strategy, experiment.total_nodes)
     return experiment
+
+
+def experiment_initialize_from_node(experiment: Experiment, node_id: str, names: list[str],
+                                    params: NDArrays) -> ModelVersion:
+    """Make a node's parameters version 0 of an `initializing` experiment and open round 1.
+
+    Exactly one node wins: the experiment row is locked (PostgreSQL) or writers are serialised
+    (SQLite), and a second call finds the experiment running and gets a 409.
+    """
+    from aggregation.services.rounds import round_open
+
+    with transaction.atomic():
+        locked = Experiment.objects.select_for_update().get(pk=experiment.pk)
+        if locked.status != Experiment.Status.INITIALIZING:
+            raise ApplicationError("already_initialized", f"Experiment {experiment.name!r} already has its initial "
+                                   "model; download it and train.", 409)
+        try:
+            manifest = Manifest.from_shapes(names, params)
+            check_finite(params, names)
+        except ValueError as exc:  # SerdeError included
+            raise ApplicationError("bad_parameters",
+                                   f"These initial parameters cannot start the experiment: {exc}.") from None
+        locked.model_spec, locked.status = manifest.to_dict(), Experiment.Status.RUNNING
+        locked.save(update_fields=["model_spec", "status"])
+        version0 = _version0_create(locked, manifest, params, f"node {node_id}",
+                                    contributors=[{"node": node_id, "role": "initial_parameters"}])
+        round_open(locked, version0, number=1)
+    experiment.refresh_from_db()
+    logger.info("experiment %s: version 0 (%d tensors, %d parameters) taken from node %s", experiment.name,
+                len(names), manifest.num_params(), node_id)
+    return version0
 
 
 def experiment_default_get_or_create() -> Experiment:
@@ -90,7 +173,7 @@ def experiment_default_get_or_create() -> Experiment:
     if experiment is not None:
         return experiment
     try:
-        return experiment_create(name=name, **_default_fields())
+        return experiment_create(name=name, **experiment_env_fields())
     except IntegrityError:
         # Another process created it between our read and our write.
         return Experiment.objects.get(name=name)

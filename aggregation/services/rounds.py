@@ -18,7 +18,7 @@ from aggregation.fl.strategy import AggregationError, FitRes, Strategy
 from aggregation.fl.validation import validate_update
 from aggregation.models import Experiment, ModelVersion, Round, Update
 from aggregation.services.evaluation import round_server_evaluate, stop_condition_reason
-from aggregation.services.experiments import experiment_spec
+from aggregation.services.experiments import experiment_spec, version_metadata
 
 logger = logging.getLogger("fedsite.rounds")
 
@@ -178,10 +178,12 @@ def round_aggregate(round_id: int) -> bool:
         if stop_reason:
             metrics["stopped_early"] = True  # the round history shows where the run ended early
         state = strategy.state_dict()
-        blob = params_dumps(spec, new_params)
+        number = _next_version_number(experiment)
+        metadata = version_metadata(experiment, spec, number, parent=rnd.base_version.version, round_number=rnd.number)
+        blob = params_dumps(spec, new_params, metadata)
         version = ModelVersion.objects.create(
             experiment=experiment,
-            version=_next_version_number(experiment),
+            version=number,
             parameters=blob,
             sha256=sha256_hex(blob),
             size=len(blob),

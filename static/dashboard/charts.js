@@ -3,7 +3,13 @@
 import { num } from "./format.js";
 
 // Friendlier names for the metrics our own nodes report; any other name is shown as sent.
-const METRIC_NAMES = { loss_before: "loss before local training" };
+const METRIC_NAMES = {
+  loss_before: "loss before local training",
+  test_accuracy: "test accuracy (server's test set)",
+  test_loss: "test loss (server's test set)",
+  federated_accuracy: "federated accuracy (nodes' held-out data)",
+  federated_loss: "federated loss (nodes' held-out data)",
+};
 const PALETTE = ["#2563eb", "#db2777", "#059669", "#d97706", "#7c3aed", "#0891b2", "#dc2626", "#65a30d",
   "#c026d3", "#0d9488", "#ea580c", "#4f46e5"];
 
@@ -70,6 +76,7 @@ export class Charts {
     const nodes = Object.entries(c.nodes);
     this.set("norms", labels, nodes.map(([id, v]) => dataset(id, v.delta_norm)));
     this.set("nodeLoss", labels, nodes.map(([id, v]) => dataset(id, v.loss)));
+    if (!s.model) return; // waiting for the first node's initial model
     const h = s.model.summary.histogram;
     const centres = h.counts.map((_, i) => num((h.edges[i] + h.edges[i + 1]) / 2, 2));
     this.set("hist", centres, [{ label: "parameters", data: h.counts, backgroundColor: "#2563eb99",

@@ -62,6 +62,11 @@ function renderRound(s) {
 
 function renderModel(s) {
   const m = s.model;
+  if (!m) { // an experiment waiting for its first node's parameters
+    text("model-version", "none yet");
+    text("model-size", "waiting for the first node's initial parameters");
+    return;
+  }
   text("model-version", "v" + m.version);
   text("model-size", bytes(m.size) + " · " + m.summary.count.toLocaleString() + " parameters · ‖θ‖ "
     + num(m.summary.norm));

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from nodes_app.client import ServerClient, ServerRejected, ServerUnavailable
+from fedsite_node.http import ServerClient, ServerRejected, ServerUnavailable
 
 MODEL = b"\x08\x00\x00\x00\x00\x00\x00\x00{}      "
 

@@ -15,7 +15,7 @@ import pytest
 from aggregation.fl.data import synthetic_regression
 from aggregation.fl.model import MLPSpec, init_parameters, train
 from aggregation.fl.serde import params_dumps, params_loads, sha256_hex
-from nodes_app.client import ServerRejected, ServerUnavailable
+from fedsite_node.http import ServerRejected, ServerUnavailable
 from nodes_app.runner import NodeRunner, RegistrationError, default_seed
 
 SPEC = MLPSpec((10, 64, 1))

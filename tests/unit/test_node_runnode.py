@@ -63,7 +63,7 @@ def started(monkeypatch: pytest.MonkeyPatch) -> list[NodeHTTPServer]:
 
 
 def use_fake(monkeypatch: pytest.MonkeyPatch, fake: FakeClient) -> None:
-    monkeypatch.setattr(runnode, "ServerClient", lambda url: fake)
+    monkeypatch.setattr(runnode, "ServerClient", lambda url, experiment=None: fake)
 
 
 def test_defaults_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -120,7 +120,7 @@ def test_a_non_numeric_id_needs_an_explicit_port() -> None:
 def test_the_node_modules_do_not_import_django() -> None:
     script = (
         "import json, sys\n"
-        "import nodes_app.client, nodes_app.runner, nodes_app.nodeserver\n"
+        "import fedsite_node.http, nodes_app.runner, nodes_app.nodeserver\n"
         "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n"
     )
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from aggregation.datasets import BUILTIN, DataError, NodeData, node_data_load
-from nodes_app.client import ServerClient
+from fedsite_node import ClientMismatch, ClientNode, NodeLoop, client_resolve
+from fedsite_node.http import ServerClient
 from nodes_app.nodeserver import start_node_server
 from nodes_app.runner import NodeRunner, RegistrationError
 
@@ -57,6 +60,13 @@ class Command(BaseCommand):
                           help="This node's partition, 0..N-1; default id - 1 for a numeric id.")
         data.add_argument("--val-fraction", type=float, default=0.2,
                           help="Share of the node's rows kept for validation (default 0.2).")
+        own = parser.add_argument_group("your own model and training code (fedsite_node.NumPyClient)")
+        own.add_argument("--client", default=None, metavar="MODULE:ATTR",
+                         help="Train with your client: ATTR of MODULE (importable from the working directory or "
+                              "PYTHONPATH) is a client instance or a zero-argument callable returning one. NODE_ID is "
+                              "set to --id before the import. Without it the built-in MLP trains.")
+        parser.add_argument("--experiment", default=os.environ.get("FL_NODE_EXPERIMENT") or None,
+                            help="The experiment to take part in (env FL_NODE_EXPERIMENT; default: the server's).")
         parser.add_argument("--poll-wait", type=float, default=25.0, help="Long-poll wait in seconds.")
         parser.add_argument("--keep-serving", action="store_true",
                             help="Keep the node API up after the run finishes (until a signal).")
@@ -66,6 +76,8 @@ class Command(BaseCommand):
         if not node_id:
             raise CommandError("give the node id with --id or NODE_ID")
         port = options["port"]
+        if options["client"] is not None:
+            return self._handle_client(node_id, options)
         if port is None:
             if not node_id.isdigit():
                 raise CommandError(f"node id {node_id!r} is not a number, so give --port explicitly")
@@ -75,7 +87,8 @@ class Command(BaseCommand):
         data = _load_data(node_id, options)
         etcd_endpoints = _etcd_endpoints()
         find_server = not options["server"] and bool(etcd_endpoints)
-        client = ServerClient(options["server"] or ("" if find_server else DEFAULT_SERVER))
+        client = ServerClient(options["server"] or ("" if find_server else DEFAULT_SERVER),
+                              experiment=options["experiment"])
         runner = NodeRunner(
             node_id, client, Path(options["state_dir"] or Path("var") / "nodes" / node_id),
             seed=options["seed"] if data is None else None, samples=options["samples"], poll_wait=options["poll_wait"],
@@ -87,37 +100,90 @@ class Command(BaseCommand):
         except OSError as exc:
             raise CommandError(f"cannot listen on {options['host']}:{port}: {exc}") from None
         runner.address = options["advertise_url"] or f"http://{options['host']}:{server.server_port}"
-        etcd, follower = _etcd_start(etcd_endpoints, runner, client, find_server)
-        stop = runner.stop
-        restore = _install_signal_handlers(stop)
-        failure: list[BaseException] = []
+        _run_until_stopped(runner, client, etcd_endpoints, find_server, server)
 
-        def loop() -> None:
-            try:
-                if follower is None or follower.wait(stop):
-                    runner.run(stop)
-            except BaseException as exc:  # handed to the main thread, which reports it
-                failure.append(exc)
-            finally:
-                stop.set()
-
-        # The loop runs in a daemon thread so a signal is never stuck behind a 25 s long-poll.
-        worker = threading.Thread(target=loop, name=f"node-{node_id}", daemon=True)
-        worker.start()
+    def _handle_client(self, node_id: str, options: dict[str, Any]) -> None:
+        """A node that trains with the user's client: no built-in data, no local HTTP API (nothing inbound)."""
+        builtin_only = [flag for flag, key in (("--data", "data"), ("--target", "target"),
+                                               ("--partition-id", "partition_id"), ("--seed", "seed"))
+                        if options[key] is not None]
+        if builtin_only:
+            raise CommandError(f"{', '.join(builtin_only)} apply to the built-in MLP; your client loads its own data")
+        os.environ["NODE_ID"] = node_id  # the client's module may read its partition from it
         try:
-            while not stop.wait(0.5):
-                pass
-            worker.join(STOP_GRACE_S)
+            numpy_client = client_resolve(client_import(options["client"]))
+        except ClientMismatch as exc:
+            raise CommandError(str(exc)) from None
+        etcd_endpoints = _etcd_endpoints()
+        find_server = not options["server"] and bool(etcd_endpoints)
+        client = ServerClient(options["server"] or ("" if find_server else DEFAULT_SERVER),
+                              experiment=options["experiment"])
+        try:
+            runner = ClientNode(node_id, client, Path(options["state_dir"] or Path("var") / "nodes" / node_id),
+                                numpy_client, address=options["advertise_url"] or "", poll_wait=options["poll_wait"],
+                                enrollment_token=os.environ.get("FL_ENROLLMENT_TOKEN") or None,
+                                keep_serving=options["keep_serving"])
+        except ClientMismatch as exc:
+            raise CommandError(str(exc)) from None
+        logger.info("node %s: training with client %s (%s)", node_id, options["client"], type(runner.adapter.client)
+                    .__name__)
+        _run_until_stopped(runner, client, etcd_endpoints, find_server, None)
+
+
+def client_import(spec: str) -> Any:
+    """The object named by MODULE:ATTR, importable from the working directory; CommandError says what failed."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise CommandError(f"--client {spec!r} must be MODULE:ATTR, e.g. --client mymodel:client")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # ImportError, or the user's module failing at import
+        raise CommandError(f"cannot import {module_name!r} for --client: {type(exc).__name__}: {exc}") from None
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise CommandError(f"module {module_name!r} has no attribute {attr!r} (--client {spec})") from None
+
+
+def _run_until_stopped(runner: NodeLoop, client: ServerClient, etcd_endpoints: list[Any], find_server: bool,
+                       server: Any) -> None:
+    """Run the node loop in a thread until it finishes or a signal arrives; a fatal reason becomes CommandError."""
+    node_id = runner.node_id
+    etcd, follower = _etcd_start(etcd_endpoints, runner, client, find_server)
+    stop = runner.stop
+    restore = _install_signal_handlers(stop)
+    failure: list[BaseException] = []
+
+    def loop() -> None:
+        try:
+            if follower is None or follower.wait(stop):
+                runner.run(stop)
+        except BaseException as exc:  # handed to the main thread, which reports it
+            failure.append(exc)
         finally:
-            restore()
-            if etcd is not None:
-                etcd.stop()  # revokes the node's lease: it leaves etcd at once, not a TTL later
+            stop.set()
+
+    # The loop runs in a daemon thread so a signal is never stuck behind a 25 s long-poll.
+    worker = threading.Thread(target=loop, name=f"node-{node_id}", daemon=True)
+    worker.start()
+    try:
+        while not stop.wait(0.5):
+            pass
+        worker.join(STOP_GRACE_S)
+    finally:
+        restore()
+        if etcd is not None:
+            etcd.stop()  # revokes the node's lease: it leaves etcd at once, not a TTL later
+        if server is not None:
             server.shutdown()
-            client.close()
-        if failure:
-            exc = failure[0]
-            detail = str(exc) if isinstance(exc, RegistrationError) else f"node loop failed: {exc!r}"
-            raise CommandError(detail) from exc
+        client.close()
+    if failure:
+        exc = failure[0]
+        fatal = isinstance(exc, (RegistrationError, ClientMismatch))
+        detail = str(exc) if fatal else f"node loop failed: {exc!r}"
+        raise CommandError(detail) from exc
 
 
 def _install_signal_handlers(stop: threading.Event) -> Any:
@@ -146,7 +212,7 @@ def _etcd_endpoints() -> list[Any]:
         raise CommandError(f"ETCD_ENDPOINTS: {exc}") from None
 
 
-def _etcd_start(endpoints: list[Any], runner: NodeRunner, client: ServerClient, find_server: bool) -> tuple[Any, Any]:
+def _etcd_start(endpoints: list[Any], runner: NodeLoop, client: ServerClient, find_server: bool) -> tuple[Any, Any]:
     """Register the node in etcd once the server has accepted it; follow the server's URL if asked."""
     if not endpoints:
         return None, None

@@ -60,10 +60,13 @@ class Backoff:
 class ServerClient:
     """Thin wrapper over one `requests.Session`, mapping failures to the two exceptions above."""
 
-    def __init__(self, base_url: str, token: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, base_url: str, token: str | None = None, timeout: float = DEFAULT_TIMEOUT,
+                 experiment: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.timeout = timeout
+        # Rounds, models and evaluations belong to an experiment: None is the server's default one.
+        self.experiment = experiment
         self.session = requests.Session()
 
     def close(self) -> None:
@@ -83,6 +86,8 @@ class ServerClient:
             all_headers["Authorization"] = f"Bearer {self.token}"
         all_headers.update(headers or {})
         timeout = (self.timeout, read_timeout if read_timeout is not None else self.timeout)
+        if self.experiment and path.startswith(("/api/rounds", "/api/models")):
+            kwargs["params"] = {**(kwargs.get("params") or {}), "experiment": self.experiment}
         try:
             resp = self.session.request(
                 method, self.base_url + path, headers=all_headers, timeout=timeout, **kwargs
@@ -152,6 +157,20 @@ class ServerClient:
             data=body,
             headers={"Content-Type": "application/octet-stream"},
         )
+        return resp.status_code, self._json(resp)
+
+
+    def upload_initial(self, body: bytes) -> dict[str, Any]:
+        """Offer this node's parameters as version 0 of an experiment waiting for them."""
+        resp = self._request("POST", "/api/models/initial", data=body,
+                             headers={"Content-Type": "application/octet-stream"})
+        return self._json(resp)
+
+    def report_evaluation(self, version: int, loss: float, num_examples: int,
+                          metrics: dict[str, float]) -> tuple[int, dict[str, Any]]:
+        """Federated evaluation: this node's score of model `version` on its own held-out data."""
+        body = {"loss": loss, "num_examples": num_examples, "metrics": metrics}
+        resp = self._request("POST", f"/api/models/{version}/evaluations", json=body)
         return resp.status_code, self._json(resp)
 
 

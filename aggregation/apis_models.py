@@ -1,0 +1,127 @@
+"""Bring-your-own-model APIs: operators create experiments over any tensors; nodes provide a waiting
+experiment's initial model and report federated evaluations."""
+import json
+from typing import Any
+
+from drf_spectacular.utils import extend_schema
+from rest_framework.authentication import BasicAuthentication, SessionAuthentication
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.permissions import IsAdminUser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from aggregation import parsing
+from aggregation.apis import ExperimentListApi, body_read, experiment_from
+from aggregation.fl.serde import SerdeError, initial_model_loads
+from aggregation.models import Experiment
+from aggregation.services.evaluations import evaluation_submit
+from aggregation.services.experiment_setup import OPTIONS, experiment_setup
+from aggregation.services.experiments import experiment_initialize_from_node
+from fedsite.errors import ApplicationError
+from nodes_app.auth import node_from_request
+from nodes_app.services import node_touch
+
+# Form fields arrive as strings: these are parsed as JSON (numbers, objects, null) before validation.
+JSON_OPTIONS = ("strategy_params", "total_nodes", "min_nodes", "max_rounds", "round_timeout_s", "epochs",
+                "learning_rate", "batch_size", "seed", "update_max_norm", "stop_threshold", "stop_patience",
+                "model_spec")
+
+
+def _truthy(value: Any) -> bool:
+    return value is True or (isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on"))
+
+
+class ExperimentsApi(ExperimentListApi):
+    """GET lists experiments (as before); POST creates one: operators only (a Django staff user)."""
+
+    parser_classes = [MultiPartParser, FormParser, JSONParser]
+
+    def _creating(self) -> bool:
+        # The schema generator asks without a request.
+        return getattr(getattr(self, "request", None), "method", None) == "POST"
+
+    def get_authenticators(self) -> list:
+        return [SessionAuthentication(), BasicAuthentication()] if self._creating() else []
+
+    def get_permissions(self) -> list:
+        return [IsAdminUser()] if self._creating() else []
+
+    @extend_schema(request=None, responses=None)
+    def post(self, request: Request) -> Response:
+        data = request.data
+        name = data.get("name")
+        if not isinstance(name, str) or not name:
+            raise ApplicationError("bad_option", "Give the experiment a name (letters, digits, - and _).")
+        form = hasattr(data, "getlist")  # multipart or urlencoded: every value is a string
+        options: dict[str, Any] = {}
+        for key in OPTIONS:
+            if key not in data:
+                continue
+            value = data.get(key)
+            if form and key in JSON_OPTIONS and isinstance(value, str):
+                try:
+                    value = json.loads(value)
+                except ValueError:
+                    raise ApplicationError("bad_option", f"{key} must be JSON (a number or an object).") from None
+            options[key] = value
+        upload = request.FILES.get("init") if hasattr(request, "FILES") else None
+        experiment = experiment_setup(
+            name=name, init_file=upload.read() if upload is not None else None,
+            init_name=upload.name if upload is not None else "", init_from_node=_truthy(data.get("init_from_node")),
+            **options,
+        )
+        return Response(experiment_created_payload(experiment), status=201)
+
+
+def experiment_created_payload(experiment: Experiment) -> dict[str, Any]:
+    version0 = experiment.versions.defer("parameters", "strategy_state").filter(version=0).first()
+    return {"name": experiment.name, "status": experiment.status, "strategy": experiment.strategy,
+            "model_spec": experiment.model_spec, "total_nodes": experiment.total_nodes,
+            "min_nodes": experiment.min_nodes, "max_rounds": experiment.max_rounds,
+            "model_version": 0 if version0 else None, "sha256": version0.sha256 if version0 else None}
+
+
+class ModelInitialApi(APIView):
+    """A node provides the initial model of an experiment created to take it from the first node."""
+
+    parser_classes: list = []
+
+    @extend_schema(request=None, responses=None)
+    def post(self, request: Request) -> Response:
+        node = node_from_request(request)
+        experiment = experiment_from(request)
+        node_touch(node)
+        if experiment.status != Experiment.Status.INITIALIZING:
+            raise ApplicationError("already_initialized", f"Experiment {experiment.name!r} already has its initial "
+                                   "model; download it and train.", 409)
+        try:
+            manifest, params = initial_model_loads(body_read(request))
+        except SerdeError as exc:
+            raise ApplicationError("bad_safetensors", f"The initial parameters are rejected: {exc}.") from None
+        version = experiment_initialize_from_node(experiment, node.node_id, manifest.names(), params)
+        return Response({"experiment": experiment.name, "model_version": 0, "sha256": version.sha256,
+                         "tensors": len(params)}, status=201)
+
+
+class EvaluationSubmitApi(APIView):
+    """A node reports its score of a model version on its own held-out data (federated evaluation)."""
+
+    @extend_schema(request=None, responses=None)
+    def post(self, request: Request, version: int) -> Response:
+        node = node_from_request(request)
+        experiment = experiment_from(request)
+        body = parsing.json_body(body_read(request))
+        if not isinstance(body, dict):
+            raise ApplicationError("bad_json", "Send a JSON object with loss, num_examples and metrics.")
+        metrics = parsing.metrics_parse(body.get("metrics"))
+        loss = parsing.metrics_parse({"loss": body.get("loss")})["loss"] if body.get("loss") is not None else None
+        if loss is None:
+            raise ApplicationError("bad_metrics", "loss must be a finite number.")
+        evaluation, created = evaluation_submit(experiment=experiment, version_number=version, node=node, loss=loss,
+                                                num_examples=parsing.num_examples_parse(body.get("num_examples")),
+                                                metrics=metrics)
+        summary = experiment.versions.filter(version=version).values_list("evaluation", flat=True).first()
+        return Response({"model_version": version, "node_id": node.node_id,
+                         "status": "accepted" if created else "already_accepted", "evaluation": summary},
+                        status=201 if created else 200)

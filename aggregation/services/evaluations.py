@@ -1,0 +1,69 @@
+"""Federated evaluation: nodes score a model version on their own held-out data; the server keeps the
+example-weighted mean on the version and on the round that produced it."""
+import logging
+import math
+from typing import Any
+
+from django.db import IntegrityError, transaction
+
+from aggregation import events
+from aggregation.models import Evaluation, Experiment, ModelVersion, Round
+from fedsite.errors import ApplicationError
+from nodes_app.models import Node
+
+logger = logging.getLogger("fedsite.evaluations")
+
+# Round metrics written from the nodes' evaluations carry this prefix: federated_loss, federated_accuracy...
+PREFIX = "federated_"
+
+
+def evaluation_summary(rows: list[tuple[float, int, dict[str, Any]]]) -> dict[str, float | int]:
+    """Example-weighted means of the loss and of every metric (a metric over the nodes that reported it)."""
+    total = sum(n for _, n, _ in rows)
+    summary: dict[str, float | int] = {"loss": math.fsum(loss * n for loss, n, _ in rows) / total}
+    sums: dict[str, list[float]] = {}
+    for _, n, metrics in rows:
+        for key, value in metrics.items():
+            acc = sums.setdefault(key, [0.0, 0.0])
+            acc[0] += value * n
+            acc[1] += n
+    summary.update({key: s / w for key, (s, w) in sorted(sums.items()) if key != "loss"})
+    summary.update(examples=total, nodes=len(rows))
+    return summary
+
+
+def evaluation_submit(*, experiment: Experiment, version_number: int, node: Node, loss: float, num_examples: int,
+                      metrics: dict[str, float]) -> tuple[Evaluation, bool]:
+    """Record `node`'s score of a version; a repeat of the same score is idempotent, a different one a 409."""
+    version = experiment.versions.defer("parameters", "strategy_state").filter(version=version_number).first()
+    if version is None:
+        raise ApplicationError("unknown_version", f"Model version {version_number} does not exist.", 404)
+    fields = {"loss": loss, "num_examples": num_examples, "metrics": metrics}
+    with transaction.atomic():
+        existing = Evaluation.objects.filter(version=version, node=node).first()
+        if existing is None:
+            try:
+                with transaction.atomic():
+                    existing = Evaluation.objects.create(version=version, node=node, **fields)
+                created = True
+            except IntegrityError:  # the same node's evaluation raced in from another request
+                existing, created = Evaluation.objects.get(version=version, node=node), False
+        else:
+            created = False
+        if not created:
+            if (existing.loss, existing.num_examples, existing.metrics) != (loss, num_examples, metrics):
+                raise ApplicationError("already_evaluated", f"Node {node.node_id} already reported a different "
+                                       f"evaluation of model version {version_number}.", 409)
+            return existing, False
+        rows = list(version.evaluations.values_list("loss", "num_examples", "metrics"))
+        summary = evaluation_summary(rows)
+        ModelVersion.objects.filter(pk=version.pk).update(evaluation=summary)
+        if version.round_id is not None:
+            rnd = Round.objects.select_for_update().get(pk=version.round_id)
+            rnd.metrics = {**rnd.metrics, **{PREFIX + key: value for key, value in summary.items()}}
+            rnd.save(update_fields=["metrics"])
+        events.event_send("model.evaluated", experiment, {"model_version": version_number, "evaluation": summary,
+                                                          "round": version.round.number if version.round_id else None})
+    logger.info("[%s] model v%d scored by node %s: loss %.4f on %d examples", experiment.name, version_number,
+                node.node_id, loss, num_examples)
+    return existing, True
