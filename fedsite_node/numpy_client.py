@@ -14,7 +14,8 @@ Metrics = dict[str, Any]
 class NumPyClient:
     """Your training code, seen by fedsite as three methods (Flower's `NumPyClient`).
 
-    - `get_parameters(config)`: the model's tensors as a list of numpy arrays, always in the same order.
+    - `get_parameters(config)`: the model's tensors as a list of numpy arrays, always in the same order
+      (optional, as in Flower: without it the client receives the tensors in the experiment's order).
     - `fit(parameters, config)`: load `parameters` (that same order), train on local data, and return
       `(new_parameters, num_examples, metrics)`.
     - `evaluate(parameters, config)`: score `parameters` on local held-out data and return
@@ -32,7 +33,8 @@ class NumPyClient:
         return {}
 
     def get_parameters(self, config: Config) -> NDArrays:
-        raise NotImplementedError(f"{type(self).__name__} must implement get_parameters(config)")
+        # As in Flower: a client that does not say takes the tensors in the experiment's order.
+        return []
 
     def fit(self, parameters: NDArrays, config: Config) -> tuple[NDArrays, int, Metrics]:
         raise NotImplementedError(f"{type(self).__name__} must implement fit(parameters, config)")

@@ -1,0 +1,95 @@
+"""The examples a new user starts from, run as a user would: createexperiment, then real
+`runnode --client` processes; federated evaluation must show the model learning."""
+import subprocess
+import sys
+
+import pytest
+import requests
+
+from tests.e2e.conftest import ROOT, wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+def federated_accuracy(url: str, experiment: str, version: int) -> float:
+    info = requests.get(f"{url}/api/models/{version}", params={"experiment": experiment}, timeout=5).json()
+    return info["evaluation"]["accuracy"]
+
+
+def run_federation(url, server, start_node, experiment, client, nodes=3, rounds=3):
+    """Start `nodes` client nodes, wait for `rounds` rounds and every node's report of the final model."""
+    procs = [start_node(str(i), url, "--client", client, "--experiment", experiment, NUM_NODES=str(nodes))
+             for i in range(1, nodes + 1)]
+    status = lambda: requests.get(f"{url}/status", params={"experiment": experiment}, timeout=5).json()  # noqa: E731
+    wait_until(lambda: status()["run_status"] == "finished", 240, f"{rounds} rounds of {experiment}", [server, *procs])
+    wait_until(lambda: all(p.popen.poll() is not None for p in procs), 60, "the nodes to exit", [server, *procs])
+    assert [p.popen.returncode for p in procs] == [0] * nodes, [p.output()[-2000:] for p in procs]
+    rounds_run = requests.get(f"{url}/api/rounds", params={"experiment": experiment}, timeout=5).json()["rounds"]
+    assert [(r["status"], r["updates"]) for r in rounds_run] == [("closed", nodes)] * rounds
+    accuracy = [federated_accuracy(url, experiment, v) for v in range(rounds + 1)]
+    print(f"{experiment}: federated accuracy by model version {[round(a, 4) for a in accuracy]}")
+    return rounds_run, accuracy, procs
+
+
+def createexperiment(env, *args):
+    done = subprocess.run([sys.executable, "manage.py", "createexperiment", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_the_pytorch_cnn_example_learns_digits_across_three_nodes(start_server, start_node, e2e_env, tmp_path):
+    # Prepare: version 0 is the CNN's state_dict, saved with safetensors as a PyTorch user would
+    url, server = start_server()
+    init = tmp_path / "init.safetensors"
+    subprocess.run([sys.executable, "examples/pytorch_digits/init_model.py", str(init)], cwd=ROOT, check=True)
+    created = createexperiment(e2e_env, "digits-cnn", "--init", str(init), "--total-nodes", "3", "--min-nodes", "3",
+                               "--max-rounds", "3", "--epochs", "2", "--learning-rate", "0.05")
+    assert "6 tensors" in created and "conv.weight" in created and "8x1x3x3" in created
+
+    # Execute
+    rounds, accuracy, procs = run_federation(url, server, start_node, "digits-cnn",
+                                             "examples.pytorch_digits.client:client")
+
+    # Assert: the nodes' own held-out digits score every model; the federation learned
+    assert accuracy[0] < 0.3 and accuracy[3] > 0.8 and accuracy[3] > accuracy[1]
+    assert rounds[2]["metrics"]["federated_accuracy"] == pytest.approx(accuracy[3])
+    assert rounds[2]["metrics"]["federated_nodes"] == 3
+    assert "matched to the experiment's by name" in procs[0].output()
+
+
+def test_the_scikit_learn_example_takes_its_initial_model_from_the_first_node(start_server, start_node, e2e_env):
+    # Prepare: no initial file; the first node's coef_ and intercept_ become version 0
+    url, server = start_server()
+    created = createexperiment(e2e_env, "digits-sgd", "--init-from-node", "--total-nodes", "3", "--min-nodes", "3",
+                               "--max-rounds", "3", "--epochs", "3", "--learning-rate", "0.01")
+    assert "initializing" in created
+
+    # Execute
+    rounds, accuracy, procs = run_federation(url, server, start_node, "digits-sgd",
+                                             "examples.sklearn_logreg.client:client")
+
+    # Assert
+    v0 = requests.get(f"{url}/api/models/0", params={"experiment": "digits-sgd"}, timeout=5).json()
+    assert v0["contributors"][0]["role"] == "initial_parameters"
+    assert accuracy[3] > 0.85 and accuracy[3] >= accuracy[0]
+    spec = requests.get(f"{url}/api/experiments", timeout=5).json()
+    manifest = next(e for e in spec if e["name"] == "digits-sgd")["model_spec"]
+    assert [t["shape"] for t in manifest["tensors"]] == [[10, 64], [10]]
+
+
+def test_a_flower_quickstart_client_runs_unchanged(start_server, start_node, e2e_env, tmp_path):
+    # Prepare: the quickstart's Net, saved in state_dict order (the client relies on it, as in Flower)
+    url, server = start_server()
+    init = tmp_path / "init.safetensors"
+    subprocess.run([sys.executable, "examples/flower_quickstart/init_model.py", str(init)], cwd=ROOT, check=True)
+    createexperiment(e2e_env, "digits-flower", "--init", str(init), "--total-nodes", "3", "--min-nodes", "3",
+                     "--max-rounds", "3", "--epochs", "2", "--learning-rate", "0.1", "--strategy", "fedadam",
+                     "--strategy-params", '{"eta": 0.01}')
+
+    # Execute
+    rounds, accuracy, procs = run_federation(url, server, start_node, "digits-flower",
+                                             "examples.flower_quickstart.client_app:client_fn")
+
+    # Assert
+    assert accuracy[3] > accuracy[0] + 0.3
