@@ -62,9 +62,11 @@ function renderRound(s) {
 
 function renderModel(s) {
   const m = s.model;
+  $("model-download").hidden = $("model-json").hidden = !m;
   if (!m) { // an experiment waiting for its first node's parameters
     text("model-version", "none yet");
     text("model-size", "waiting for the first node's initial parameters");
+    text("model-sha", "");
     return;
   }
   text("model-version", "v" + m.version);
