@@ -6,7 +6,7 @@ import sys
 import pytest
 import requests
 
-from tests.e2e.conftest import ROOT, wait_until
+from tests.e2e.conftest import ROOT, Proc, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -93,3 +93,51 @@ def test_a_flower_quickstart_client_runs_unchanged(start_server, start_node, e2e
 
     # Assert
     assert accuracy[3] > accuracy[0] + 0.3
+
+
+def test_clients_that_do_not_fit_or_fail_cost_only_their_own_update(start_server, start_node, e2e_env, tmp_path):
+    # Prepare: the CNN experiment, and three clients that cannot give it a usable update
+    url, server = start_server()
+    init = tmp_path / "init.safetensors"
+    subprocess.run([sys.executable, "examples/pytorch_digits/init_model.py", str(init)], cwd=ROOT, check=True)
+    createexperiment(e2e_env, "digits-cnn", "--init", str(init), "--total-nodes", "2", "--min-nodes", "2")
+
+    # Execute
+    wrong = start_node("1", url, "--client", "tests.e2e.clients:wrong_shape", "--experiment", "digits-cnn")
+    raising = start_node("2", url, "--client", "tests.e2e.clients:raising", "--experiment", "digits-cnn")
+    nan = start_node("3", url, "--client", "tests.e2e.clients:nan", "--experiment", "digits-cnn")
+    procs = [server, wrong, raising, nan]
+    wait_until(lambda: wrong.popen.poll() is not None, 60, "the mismatched node to stop", procs)
+    wait_until(lambda: "skipping the round" in raising.output() and "skipping the round" in nan.output(), 60,
+               "the failing clients to skip round 1", procs)
+
+    # Assert: one sentence each, and round 1 is untouched
+    assert wrong.popen.returncode == 1
+    assert "tensor 'conv.weight' should have shape [8, 1, 3, 3] but has [16, 1, 3, 3]" in wrong.output()
+    assert "the client's fit raised RuntimeError: CUDA out of memory (pretend)" in raising.output()
+    assert "contains NaN or infinity" in nan.output()
+    current = requests.get(f"{url}/api/rounds/current", params={"experiment": "digits-cnn"}, timeout=5).json()
+    assert (current["number"], current["status"], current["progress"]["received"]) == (1, "open", 0)
+
+
+def test_a_node_needs_no_django_and_no_server_settings(start_server, e2e_env, tmp_path):
+    # Prepare: an environment without Django's settings or a secret key, only the server's address
+    url, server = start_server()
+    createexperiment(e2e_env, "digits-sgd", "--init-from-node", "--total-nodes", "1", "--min-nodes", "1",
+                     "--max-rounds", "2", "--epochs", "1")
+    env = {k: v for k, v in e2e_env.items() if not k.startswith(("DJANGO_", "SECRET_KEY", "DEBUG"))}
+
+    # Execute: `python -m fedsite_node` in a process where importing Django fails
+    no_django = ("import runpy, sys; sys.modules['django'] = None; "
+                 "runpy.run_module('fedsite_node', run_name='__main__', alter_sys=True)")
+    node = Proc("sdk-node", [sys.executable, "-c", no_django, "--server", url, "--id", "1", "--experiment",
+                             "digits-sgd", "--client", "examples.sklearn_logreg.client:client", "--state-dir",
+                             str(tmp_path / "sdk-node")], {**env, "NUM_NODES": "1"}, tmp_path)
+    try:
+        wait_until(lambda: node.popen.poll() is not None, 120, "the SDK node to finish", [server, node])
+    finally:
+        node.stop()
+
+    # Assert
+    assert node.popen.returncode == 0, node.output()
+    assert "our parameters are version 0" in node.output() and "run finished: final model version=2" in node.output()
