@@ -1,13 +1,27 @@
-"""Admin for the federation: lists, filters and search; parameter blobs shown as size and hash only."""
+"""Admin for the federation: lists, filters and search; parameter blobs shown as size and hash only.
+
+Experiments are added through experiment_setup, the service the CLI and the API use, so an experiment
+made here has its version 0 and round 1 (or waits for its first node) like any other.
+"""
+from typing import Any
+
 from django import forms
 from django.contrib import admin
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
 
+from aggregation.fl.manifest import manifest_of, spec_from_dict
+from aggregation.fl.model import MLPSpec
 from aggregation.fl.registry import STRATEGIES
-from aggregation.models import Experiment, ModelVersion, Round, Update
+from aggregation.models import Evaluation, Experiment, ModelVersion, Round, Update
+from aggregation.services.experiment_setup import OPTIONS, experiment_setup
+from aggregation.services.experiments import experiment_env_fields, experiment_stop
+from fedsite.errors import ApplicationError
 
 BLOB_HIDDEN = ("parameters",)
+TENSORS_SHOWN = 12
 
 
 class ExperimentForm(forms.ModelForm):
@@ -18,21 +32,132 @@ class ExperimentForm(forms.ModelForm):
         fields = "__all__"
 
 
+class ExperimentAddForm(ExperimentForm):
+    """Creates the experiment with experiment_setup; a refusal of the service is the form's error.
+
+    The form starts from the environment's defaults, as the CLI does, and passes on only the options
+    the operator changed, so the service applies its own rules to the rest (e.g. no server-side
+    scoring of a model of the operator's own).
+    """
+
+    init_file = forms.FileField(
+        label="initial model (safetensors)", required=False,
+        help_text="Version 0 is exactly this file's floating-point tensors (any model: PyTorch, Keras, numpy).",
+    )
+    init_from_node = forms.BooleanField(
+        label="take the initial model from the first node", required=False,
+        help_text="Version 0 will be the parameters of the first node to connect.",
+    )
+    model_spec = forms.JSONField(
+        required=False,
+        help_text='The built-in MLP, e.g. {"kind": "mlp", "layers": [4, 16, 3], "task": "classification"}; '
+                  "empty: the environment's default. Leave it empty when the model comes from a file or a node.",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        explicit = kwargs.get("initial") or {}
+        super().__init__(*args, **kwargs)
+        try:
+            defaults = experiment_env_fields()
+        except ApplicationError:
+            defaults = {}  # experiment_setup says what is wrong with the configuration
+        defaults.pop("model_spec", None)
+        self.initial = {**self.initial, **defaults, **explicit}
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        if self.errors:
+            return cleaned  # fix the fields first: the service needs their values
+        options = {name: cleaned[name] for name in OPTIONS if name in self.changed_data and name != "model_spec"}
+        if cleaned.get("model_spec"):
+            options["model_spec"] = cleaned["model_spec"]
+        upload = cleaned.get("init_file")
+        try:
+            # Validates everything before writing; the admin's view wraps all of this in a transaction.
+            self.instance = experiment_setup(
+                name=cleaned["name"], init_file=upload.read() if upload else None,
+                init_name=upload.name if upload else "", init_from_node=cleaned.get("init_from_node", False),
+                **options,
+            )
+        except ApplicationError as exc:
+            raise forms.ValidationError(exc.detail, code=exc.code) from None
+        return cleaned
+
+    def _post_clean(self) -> None:
+        """Nothing left to check or build: experiment_setup validated and created the experiment."""
+
+
+_STRATEGY = ("Strategy", {"fields": ("strategy", "strategy_params", "update_max_norm", "update_norm_mode")})
+_ROUNDS = ("Rounds", {"fields": ("total_nodes", "min_nodes", "round_timeout_s", "on_timeout", "max_rounds")})
+_TRAINING = ("Node training", {"fields": ("epochs", "learning_rate", "batch_size", "seed", "update_encoding")})
+_EVALUATION = ("server_eval", "server_eval_target", "stop_metric", "stop_op", "stop_threshold", "stop_patience")
+
+
 @admin.register(Experiment)
 class ExperimentAdmin(admin.ModelAdmin):
     form = ExperimentForm
+    add_form = ExperimentAddForm
     list_display = ("name", "status", "strategy", "total_nodes", "min_nodes", "round_timeout_s", "max_rounds",
                     "created_at")
     list_filter = ("status", "strategy")
     search_fields = ("name",)
+    # The model of a running experiment cannot change under its versions.
+    readonly_fields = ("name", "status", "model_summary", "model_spec")
     fieldsets = (
-        (None, {"fields": ("name", "status", "model_spec")}),
-        ("Strategy", {"fields": ("strategy", "strategy_params", "update_max_norm", "update_norm_mode")}),
-        ("Rounds", {"fields": ("total_nodes", "min_nodes", "round_timeout_s", "on_timeout", "max_rounds")}),
-        ("Node training", {"fields": ("epochs", "learning_rate", "batch_size", "seed", "update_encoding")}),
-        ("Evaluation and stopping", {"fields": ("server_eval", "server_eval_target", "stop_metric", "stop_op",
-                                                "stop_threshold", "stop_patience", "finish_reason")}),
+        (None, {"fields": ("name", "status", "model_summary", "model_spec")}),
+        _STRATEGY, _ROUNDS, _TRAINING,
+        ("Evaluation and stopping", {"fields": (*_EVALUATION, "finish_reason")}),
     )
+    add_fieldsets = (
+        (None, {"fields": ("name",)}),
+        ("Model", {"fields": ("init_file", "init_from_node", "model_spec"),
+                   "description": "An initial safetensors file, the first node's parameters, or the built-in MLP."}),
+        _STRATEGY, _ROUNDS, _TRAINING,
+        ("Evaluation and stopping", {"fields": _EVALUATION}),
+    )
+
+    actions = ["stop_runs"]
+
+    @admin.action(description="Stop the selected runs (nodes finish with the latest model)")
+    def stop_runs(self, request: HttpRequest, queryset: QuerySet) -> None:
+        stopped = [e.name for e in queryset if experiment_stop(e, f"stopped by {request.user} in the admin")]
+        self.message_user(request, f"Stopped: {', '.join(stopped)}." if stopped else "No running experiment selected.")
+
+    def get_fieldsets(self, request: HttpRequest, obj: Experiment | None = None) -> Any:
+        return self.add_fieldsets if obj is None else super().get_fieldsets(request, obj)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Experiment | None = None) -> Any:
+        return () if obj is None else super().get_readonly_fields(request, obj)
+
+    def get_form(self, request: HttpRequest, obj: Experiment | None = None, **kwargs: Any) -> Any:
+        if obj is None:
+            kwargs = {"form": self.add_form, **kwargs}
+        return super().get_form(request, obj, **kwargs)
+
+    def save_model(self, request: HttpRequest, obj: Experiment, form: forms.ModelForm, change: bool) -> None:
+        if change:  # an added experiment was created by experiment_setup in the form's clean()
+            super().save_model(request, obj, form, change)
+
+    @admin.display(description="model")
+    def model_summary(self, obj: Experiment) -> str | SafeString:
+        if obj.status == Experiment.Status.INITIALIZING:
+            return "Waiting for the first node to connect: its parameters become version 0."
+        try:
+            spec = spec_from_dict(obj.model_spec)
+        except (ValueError, TypeError) as exc:
+            return f"The model spec cannot be read: {exc}"
+        manifest = manifest_of(spec)
+        kind = (f"built-in MLP {'-'.join(map(str, spec.layers))} ({spec.task})" if isinstance(spec, MLPSpec)
+                else "the operator's own model")
+        rows = format_html_join(
+            "", "<br><code>{}</code> {}{}",
+            ((t.name, "×".join(map(str, t.shape)) or "scalar",
+              f" (file: {t.init_dtype})" if t.init_dtype != "F32" else "") for t in manifest.tensors[:TENSORS_SHOWN]),
+        )
+        more = len(manifest.tensors) - TENSORS_SHOWN
+        return format_html("{}: {} tensors, {} parameters (float32){}{}", kind, len(manifest.tensors),
+                           f"{manifest.num_params():,}", rows,
+                           format_html("<br>... and {} more", more) if more > 0 else "")
 
 
 class UpdateInline(admin.TabularInline):
@@ -105,7 +230,8 @@ class ModelVersionAdmin(admin.ModelAdmin):
     list_filter = ("experiment",)
     search_fields = ("sha256", "experiment__name")
     exclude = BLOB_HIDDEN
-    readonly_fields = ("experiment", "version", "sha256", "size", "parent", "round", "contributors", "created_at")
+    readonly_fields = ("experiment", "version", "sha256", "size", "parent", "round", "contributors", "evaluation",
+                       "created_at")
     list_select_related = ("experiment", "parent__experiment", "round__experiment")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -113,3 +239,19 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False  # the lineage is append-only
+
+
+@admin.register(Evaluation)
+class EvaluationAdmin(admin.ModelAdmin):
+    """Nodes' scores of model versions, as they reported them; only the federation writes them."""
+
+    list_display = ("version", "node", "loss", "num_examples", "received_at")
+    list_filter = ("version__experiment",)
+    search_fields = ("node__node_id", "version__experiment__name")
+    list_select_related = ("version__experiment", "node")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False

@@ -132,7 +132,7 @@ class NodeLoop:
             if info.get("model_spec") and (spec := spec_from_dict(info["model_spec"])) != self.spec:
                 with self._lock:
                     self.spec_changed(spec)
-            if run.get("status") == "finished":
+            if run.get("status") in ("finished", "stopped"):  # max_rounds, a stop condition, or an operator
                 self._finish(run.get("model_version"))
                 return False
             self.finished, number = False, info.get("number")

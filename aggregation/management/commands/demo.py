@@ -122,7 +122,7 @@ class Command(BaseCommand):
         started = time.monotonic()
         while True:
             # Status first: once it says finished, the history read after it holds the last round too.
-            finished = requests.get(f"{url}/status", timeout=10).json().get("run_status") == "finished"
+            finished = requests.get(f"{url}/status", timeout=10).json().get("run_status") in ("finished", "stopped")
             history = requests.get(f"{url}/api/rounds", timeout=10).json()["rounds"]
             for entry in history:
                 if entry["status"] in ("closed", "failed") and entry["number"] not in shown:

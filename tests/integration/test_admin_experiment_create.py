@@ -1,0 +1,200 @@
+"""Operators create experiments in the admin through experiment_setup: from a file, a node or the built-in MLP."""
+import html
+import os
+
+import numpy as np
+import pytest
+from django import forms
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from aggregation.fl.manifest import spec_from_dict
+from aggregation.fl.model import MLPSpec
+from aggregation.fl.serde import dumps, params_loads
+from aggregation.models import Evaluation, Experiment, ModelVersion, Round
+from nodes_app.models import Node
+
+pytestmark = pytest.mark.django_db
+
+ADD = "/admin/aggregation/experiment/add/"
+
+
+def _tensors() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(3)
+    return {
+        "conv.weight": rng.standard_normal((8, 1, 3, 3)).astype(np.float32),
+        "conv.bias": rng.standard_normal(8).astype(np.float32),
+        "fc.weight": rng.standard_normal((10, 8)).astype(np.float32),
+        "fc.bias": np.zeros(10, dtype=np.float32),
+    }
+
+
+def _add_form_data(admin_client, **changes: object) -> dict[str, object]:
+    """What the add page's browser form submits when the operator changes only `changes`."""
+    form = admin_client.get(ADD).context["adminform"].form
+    data: dict[str, object] = {}
+    for name, field in form.fields.items():
+        if isinstance(field, forms.FileField | forms.BooleanField):
+            continue
+        value = form[name].value()
+        data[name] = "" if value is None else value
+    return {**data, **changes}
+
+
+def _page_text(response) -> str:
+    return html.unescape(response.content.decode())
+
+
+def test_an_uploaded_safetensors_file_becomes_version_0_and_round_1_opens(admin_client):
+    tensors = _tensors()
+    upload = SimpleUploadedFile("cnn.safetensors", dumps(tensors))
+
+    response = admin_client.post(ADD, _add_form_data(admin_client, name="cnn", init_file=upload))
+
+    assert response.status_code == 302, _page_text(response)
+    experiment = Experiment.objects.get(name="cnn")
+    assert experiment.status == Experiment.Status.RUNNING
+    version0 = experiment.versions.get(version=0)
+    params, metadata = params_loads(spec_from_dict(experiment.model_spec), version0.parameters)
+    assert [t["name"] for t in experiment.model_spec["tensors"]] == list(tensors)
+    for decoded, original in zip(params, tensors.values(), strict=True):
+        assert decoded.dtype == np.float32
+        np.testing.assert_array_equal(decoded, original)
+    assert metadata["fedsite.init"] == "file cnn.safetensors"
+    round1 = experiment.rounds.get()
+    assert (round1.number, round1.status, round1.base_version_id) == (1, Round.Status.OPEN, version0.pk)
+
+
+def test_taking_the_model_from_the_first_node_creates_an_initializing_experiment_without_a_version(admin_client):
+    response = admin_client.post(ADD, _add_form_data(admin_client, name="from-node", init_from_node="on"))
+
+    assert response.status_code == 302, _page_text(response)
+    experiment = Experiment.objects.get(name="from-node")
+    assert experiment.status == Experiment.Status.INITIALIZING
+    assert not experiment.versions.exists() and not experiment.rounds.exists()
+
+
+@pytest.mark.parametrize("content, sentence", [
+    (dumps({"w": np.ones((2, 2), dtype=np.float32), "steps": np.array([3], dtype=np.int64)}),
+     "The initial file bad.safetensors cannot be used: tensor 'steps' is I64; only floating-point tensors"),
+    (os.urandom(64), "The initial file bad.safetensors cannot be used:"),
+], ids=["int64 tensor", "random bytes"])
+def test_a_bad_initial_file_shows_the_reason_on_the_form_and_creates_nothing(admin_client, content, sentence):
+    upload = SimpleUploadedFile("bad.safetensors", content)
+
+    response = admin_client.post(ADD, _add_form_data(admin_client, name="bad", init_file=upload))
+
+    assert response.status_code == 200
+    assert sentence in _page_text(response)
+    assert response.context["adminform"].form.non_field_errors()
+    assert not Experiment.objects.exists() and not ModelVersion.objects.exists() and not Round.objects.exists()
+
+
+def test_a_file_and_the_first_node_together_are_refused(admin_client):
+    upload = SimpleUploadedFile("cnn.safetensors", dumps(_tensors()))
+
+    response = admin_client.post(ADD, _add_form_data(admin_client, name="both", init_file=upload,
+                                                     init_from_node="on"))
+
+    assert response.status_code == 200
+    assert "Give an initial file or ask for the first node's parameters, not both." in _page_text(response)
+    assert not Experiment.objects.exists()
+
+
+@pytest.mark.parametrize("model_spec, expected", [
+    ("", MLPSpec().to_dict()),
+    ("{}", MLPSpec().to_dict()),
+    ('{"kind": "mlp", "layers": [4, 16, 3], "task": "classification"}',
+     MLPSpec(layers=(4, 16, 3), task="classification").to_dict()),
+], ids=["empty", "empty object", "given"])
+def test_a_plain_add_creates_version_0_and_round_1_of_the_builtin_mlp(admin_client, model_spec, expected):
+    response = admin_client.post(ADD, _add_form_data(admin_client, name="mlp", model_spec=model_spec, seed=5))
+
+    assert response.status_code == 302, _page_text(response)
+    experiment = Experiment.objects.get(name="mlp")
+    assert experiment.model_spec == expected and experiment.seed == 5
+    assert experiment.status == Experiment.Status.RUNNING
+    version0 = experiment.versions.get(version=0)
+    params, _ = params_loads(spec_from_dict(expected), version0.parameters)
+    assert [p.shape for p in params] == spec_from_dict(expected).shapes()
+    assert experiment.rounds.get().number == 1 and experiment.rounds.get().status == Round.Status.OPEN
+
+
+def test_an_invalid_option_is_refused_with_the_services_sentence(admin_client):
+    response = admin_client.post(ADD, _add_form_data(admin_client, name="quorum", total_nodes=2, min_nodes=3))
+
+    assert response.status_code == 200
+    assert "min_nodes: The quorum cannot be larger than total_nodes." in _page_text(response)
+    assert not Experiment.objects.exists()
+
+
+def test_the_change_form_shows_the_model_read_only(admin_client):
+    admin_client.post(ADD, _add_form_data(admin_client, name="cnn",
+                                          init_file=SimpleUploadedFile("cnn.safetensors", dumps(_tensors()))))
+    experiment = Experiment.objects.get(name="cnn")
+
+    response = admin_client.get(f"/admin/aggregation/experiment/{experiment.pk}/change/")
+
+    assert response.status_code == 200
+    form = response.context["adminform"].form
+    assert {"model_spec", "name", "status"}.isdisjoint(form.fields) and "strategy" in form.fields
+    page = _page_text(response)
+    assert 'name="model_spec"' not in page and '"conv.weight"' in page  # the JSON, shown as text
+    assert "4 tensors, 170 parameters (float32)" in page
+    assert "<code>conv.weight</code> 8×1×3×3" in page
+
+
+def test_a_change_cannot_replace_the_model(admin_client, experiment):
+    before = experiment.model_spec
+    data = _add_form_data(admin_client, name="renamed", model_spec='{"kind": "mlp", "layers": [2, 2]}')
+
+    response = admin_client.post(f"/admin/aggregation/experiment/{experiment.pk}/change/",
+                                 {**data, "status": "stopped", "epochs": 3})
+
+    assert response.status_code == 302, _page_text(response)
+    experiment.refresh_from_db()
+    assert (experiment.name, experiment.model_spec, experiment.status) == ("exp", before, "running")
+    assert experiment.epochs == 3  # the other fields still change
+
+
+def test_evaluations_are_listed_read_only_and_the_version_shows_its_summary(admin_client, experiment, register):
+    register("a")
+    version0 = experiment.versions.get(version=0)
+    Evaluation.objects.create(version=version0, node=Node.objects.get(), loss=0.25, num_examples=40)
+    ModelVersion.objects.filter(pk=version0.pk).update(evaluation={"loss": 0.25, "examples": 40, "nodes": 1})
+    evaluation = Evaluation.objects.get()
+
+    listing = admin_client.get("/admin/aggregation/evaluation/")
+    detail = admin_client.get(f"/admin/aggregation/evaluation/{evaluation.pk}/change/")
+    add = admin_client.get("/admin/aggregation/evaluation/add/")
+    version_page = admin_client.get(f"/admin/aggregation/modelversion/{version0.pk}/change/")
+
+    assert listing.status_code == 200 and b"0.25" in listing.content
+    assert detail.status_code == 200 and b'name="loss"' not in detail.content
+    assert add.status_code == 403
+    assert '"examples": 40' in _page_text(version_page)
+
+
+def test_a_taken_name_is_refused_and_the_existing_experiment_is_untouched(admin_client, experiment):
+    response = admin_client.post(ADD, _add_form_data(admin_client, name="exp", seed=99))
+
+    assert response.status_code == 200
+    assert "An experiment named 'exp' already exists." in _page_text(response)
+    assert Experiment.objects.get().seed == experiment.seed and ModelVersion.objects.count() == 1
+
+
+def test_the_stop_action_ends_a_run_and_the_nodes_see_it(admin_client):
+    # Prepare
+    from aggregation.services.experiment_setup import experiment_setup
+
+    experiment_setup(name="to-stop")
+
+    # Execute
+    response = admin_client.post("/admin/aggregation/experiment/", {
+        "action": "stop_runs", "_selected_action": [Experiment.objects.get(name="to-stop").pk]})
+
+    # Assert: stopped with the operator's name, and the round state tells nodes the run is over
+    assert response.status_code == 302
+    stopped = Experiment.objects.get(name="to-stop")
+    assert stopped.status == "stopped" and stopped.finish_reason.startswith("stopped by ")
+    state = admin_client.get("/api/rounds/current", {"experiment": "to-stop"}).json()
+    assert state["run"]["status"] == "stopped"
