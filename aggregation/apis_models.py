@@ -42,7 +42,7 @@ class ExperimentsApi(ExperimentListApi):
         return getattr(getattr(self, "request", None), "method", None) == "POST"
 
     def get_authenticators(self) -> list:
-        return [SessionAuthentication(), BasicAuthentication()] if self._creating() else []
+        return [BasicAuthentication(), SessionAuthentication()] if self._creating() else []
 
     def get_permissions(self) -> list:
         return [IsAdminUser()] if self._creating() else []
@@ -50,6 +50,11 @@ class ExperimentsApi(ExperimentListApi):
     @extend_schema(request=None, responses=None)
     def post(self, request: Request) -> Response:
         data = request.data
+        if not hasattr(data, "get"):
+            raise ApplicationError("bad_json", "Send a JSON object (or a form) with the experiment's name and options.")
+        if "init" in data and "init" not in request.FILES:  # curl -F init=model.safetensors (no @) sends text
+            raise ApplicationError("bad_option", "init must be a file upload (curl -F init=@model.safetensors), "
+                                   "not a text field.")
         name = data.get("name")
         if not isinstance(name, str) or not name:
             raise ApplicationError("bad_option", "Give the experiment a name (letters, digits, - and _).")

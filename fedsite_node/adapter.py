@@ -19,6 +19,7 @@ from aggregation.fl.manifest import Manifest, ModelSpec, default_names, manifest
 
 logger = logging.getLogger("fedsite.node")
 NDArrays = list[np.ndarray]
+MAX_METRIC_NAME = 64  # aggregation.parsing.metrics_parse's limit
 
 
 class ClientMismatch(Exception):
@@ -75,8 +76,9 @@ def _metrics(value: Any, what: str) -> dict[str, float]:
         return {}
     if not isinstance(value, dict):
         raise ClientFailed(f"{what} must be a dict of metric names to numbers, got {type(value).__name__}")
-    kept = {str(k): float(v) for k, v in value.items()
-            if isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(float(v))}
+    # The server refuses a whole upload over one metric named longer than 64 characters: leave those out.
+    kept = {str(k): float(v) for k, v in value.items() if len(str(k)) <= MAX_METRIC_NAME
+            and isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(float(v))}
     return dict(list(kept.items())[:64])
 
 
@@ -118,6 +120,10 @@ class ClientAdapter:
         names = self.client_names() or default_names(len(arrays))
         if len(names) != len(arrays):
             raise ClientMismatch(f"get_parameter_names gave {len(names)} names for {len(arrays)} tensors")
+        try:  # the server's rules, said here: an integer buffer or a repeated name would be refused every time
+            Manifest.from_shapes(names, arrays)
+        except ValueError as exc:
+            raise ClientMismatch(f"the client's parameters cannot be the initial model: {exc}") from None
         return names, [np.asarray(a, dtype=np.float32) for a in arrays]
 
     def bind(self, spec: ModelSpec) -> None:
@@ -175,6 +181,10 @@ class ClientAdapter:
                     "a get_parameter_names(config) method, or return them in the experiment's order "
                     f"({', '.join(manifest.names())})")
             order.append(matches[0])
+        unmatched = [t for j, t in enumerate(manifest.tensors) if j not in order]
+        if unmatched:  # two of the client's arrays took the same tensor's shape, so another has no array
+            raise ClientMismatch(f"no array of the client has the shape {list(unmatched[0].shape)} of tensor "
+                                 f"{unmatched[0].name!r} ({problem})")
         return order
 
     def config(self, config: dict[str, Any]) -> dict[str, Any]:

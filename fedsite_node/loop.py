@@ -129,6 +129,10 @@ class NodeLoop:
             run = info.get("run") or {}
             if run.get("status") == "initializing":
                 return self._offer_initial()
+            if run.get("status") in ("finished", "stopped") and run.get("model_version") is None:
+                # Stopped before any node gave the initial model: there is no model to fetch or spec to read.
+                self.finished, self.state = True, "finished"
+                return False
             if info.get("model_spec") and (spec := spec_from_dict(info["model_spec"])) != self.spec:
                 with self._lock:
                     self.spec_changed(spec)

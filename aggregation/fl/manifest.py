@@ -143,8 +143,12 @@ def spec_from_dict(d: Mapping[str, Any]) -> ModelSpec:
     """The experiment's model from its JSON: the built-in MLP (`kind: mlp`) or a tensor manifest (`kind: tensors`)."""
     if not isinstance(d, Mapping):
         raise ValueError(f"a model spec must be a JSON object, got {type(d).__name__}")
-    if d.get("kind") == "tensors":
+    kind = d.get("kind", "mlp")
+    if kind == "tensors":
         return Manifest.from_dict(d)
+    if kind != "mlp":
+        # MLPSpec alone would say 'mlp' is the only kind, hiding the tensor manifest.
+        raise ValueError(f"unknown model kind {kind!r}; use 'mlp' (the built-in model) or 'tensors' (named tensors)")
     return MLPSpec.from_dict(d)
 
 

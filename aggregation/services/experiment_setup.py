@@ -3,6 +3,7 @@
 The model comes from an initial safetensors file (version 0 is exactly its tensors), from the first
 node to connect (`init_from_node`), or is the built-in MLP configured by the environment.
 """
+import math
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -19,12 +20,29 @@ OPTIONS = ("strategy", "strategy_params", "total_nodes", "min_nodes", "max_round
            "stop_metric", "stop_op", "stop_threshold", "stop_patience", "server_eval", "server_eval_target",
            "model_spec")
 MAX_INIT_BYTES = 1 << 30
+# Float options: (lowest value, whether the lowest itself is refused), as FL_* settings check them; None: any.
+FLOAT_LIMITS = {"round_timeout_s": (0.1, False), "learning_rate": (0.0, False), "update_max_norm": (0.0, True),
+                "stop_threshold": None}
 
 
 def _validation_sentence(exc: ValidationError) -> str:
     if hasattr(exc, "message_dict"):
         return " ".join(f"{field}: {' '.join(messages)}" for field, messages in exc.message_dict.items())
     return " ".join(exc.messages)
+
+
+def _number_problems(candidate: Experiment) -> list[str]:
+    """What FloatField lets through but a run cannot use: NaN, infinity, a timeout or bound of 0 or less."""
+    problems = []
+    for field, limit in FLOAT_LIMITS.items():
+        value = getattr(candidate, field)
+        if value is None:
+            continue
+        low, open_ = limit or (-math.inf, False)
+        if not math.isfinite(value) or value < low or (open_ and value == low):
+            bound = "" if limit is None else f" {'above' if open_ else 'of at least'} {low:g}"
+            problems.append(f"{field}: {value!r} is not a finite number{bound}.")
+    return problems
 
 
 def experiment_setup(*, name: str, init_file: bytes | None = None, init_name: str = "", init_from_node: bool = False,
@@ -42,8 +60,11 @@ def experiment_setup(*, name: str, init_file: bytes | None = None, init_name: st
     if init_file is not None and "model_spec" in options:
         raise ApplicationError("bad_option", "An initial file defines the model; leave model_spec out.")
     fields = {**experiment_env_fields(), **{k: v for k, v in options.items() if v is not None}}
-    fields["min_nodes"] = fields["min_nodes"] if "min_nodes" in options else min(fields["min_nodes"],
-                                                                                 fields["total_nodes"])
+    if options.get("min_nodes") is None:  # absent or null: the default quorum, never above total_nodes
+        try:
+            fields["min_nodes"] = min(int(fields["min_nodes"]), int(fields["total_nodes"]))
+        except (TypeError, ValueError):
+            pass  # total_nodes is not a number: clean_fields below says so in a sentence
     initial = None
     if (init_file is not None or init_from_node) and "server_eval" not in options:
         # A model of the user's own: the environment's test set is for the built-in MLP.
@@ -62,9 +83,16 @@ def experiment_setup(*, name: str, init_file: bytes | None = None, init_name: st
     if init_from_node:
         candidate.status = Experiment.Status.INITIALIZING
     try:
+        # Fields first: they turn JSON strings into numbers, and clean() compares numbers ("3" > 2 is a TypeError).
+        candidate.clean_fields()
         candidate.full_clean(validate_unique=False)
     except ValidationError as exc:
         raise ApplicationError("invalid_experiment", _validation_sentence(exc)) from None
+    problems = _number_problems(candidate)
+    if problems:  # a NaN timeout reached the database as NULL and was reported as a name clash
+        raise ApplicationError("invalid_experiment", " ".join(problems))
+    # Stored as validated (numbers, not the strings a form or JSON sent), and answered that way.
+    fields = {key: getattr(candidate, key) for key in fields}
     if Experiment.objects.filter(name=name).exists():
         raise ApplicationError("experiment_exists", f"An experiment named {name!r} already exists.", 409)
     init = f"file {init_name}" if init_name else ("file" if init_file is not None else "")

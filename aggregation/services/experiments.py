@@ -23,6 +23,9 @@ def experiment_spec(experiment: Experiment) -> ModelSpec:
     if experiment.status == Experiment.Status.INITIALIZING:
         raise ApplicationError("not_initialized", f"Experiment {experiment.name!r} is waiting for its initial "
                                "model, which the first node to connect will provide.", 409)
+    if experiment.model_spec == {"kind": "tensors", "tensors": []}:  # stopped before any node gave its model
+        raise ApplicationError("not_initialized", f"Experiment {experiment.name!r} has no model: it ended before "
+                               "a node provided the initial parameters.", 409)
     return spec_from_dict(experiment.model_spec)
 
 
