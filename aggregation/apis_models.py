@@ -1,11 +1,10 @@
 """Bring-your-own-model APIs: operators create experiments over any tensors; nodes provide a waiting
 experiment's initial model and report federated evaluations."""
-import json
 from typing import Any
 
 from drf_spectacular.utils import extend_schema
 from rest_framework.authentication import BasicAuthentication, SessionAuthentication
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -19,6 +18,7 @@ from aggregation.services.evaluations import evaluation_submit
 from aggregation.services.experiment_setup import OPTIONS, experiment_setup
 from aggregation.services.experiments import experiment_initialize_from_node
 from fedsite.errors import ApplicationError
+from fedsite.jsonparse import BoundedJSONParser, json_loads
 from nodes_app.auth import node_from_request
 from nodes_app.services import node_touch
 
@@ -35,7 +35,7 @@ def _truthy(value: Any) -> bool:
 class ExperimentsApi(ExperimentListApi):
     """GET lists experiments (as before); POST creates one: operators only (a Django staff user)."""
 
-    parser_classes = [MultiPartParser, FormParser, JSONParser]
+    parser_classes = [MultiPartParser, FormParser, BoundedJSONParser]
 
     def _creating(self) -> bool:
         # The schema generator asks without a request.
@@ -66,7 +66,7 @@ class ExperimentsApi(ExperimentListApi):
             value = data.get(key)
             if form and key in JSON_OPTIONS and isinstance(value, str):
                 try:
-                    value = json.loads(value)
+                    value = json_loads(value)
                 except ValueError:
                     raise ApplicationError("bad_option", f"{key} must be JSON (a number or an object).") from None
             options[key] = value

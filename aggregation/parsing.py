@@ -1,5 +1,4 @@
 """Turning request bodies (JSON or safetensors) into ParsedUpdate, with sentences for every mistake."""
-import json
 import math
 from collections.abc import Callable
 from typing import Any
@@ -13,6 +12,7 @@ from aggregation.fl.model import unflatten
 from aggregation.fl.serde import SerdeError, all_float32
 from aggregation.services import ParsedUpdate
 from fedsite.errors import ApplicationError
+from fedsite.jsonparse import json_loads
 
 MAX_METRICS = 64
 
@@ -22,7 +22,7 @@ def metrics_parse(raw: Any) -> dict[str, float]:
         return {}
     if isinstance(raw, str):
         try:
-            raw = json.loads(raw)
+            raw = json_loads(raw)
         except ValueError:
             raise ApplicationError("bad_metrics", "metrics must be a JSON object of names to numbers.") from None
     if not isinstance(raw, dict) or len(raw) > MAX_METRICS:
@@ -118,6 +118,6 @@ def update_from_safetensors(spec: ModelSpec, body: bytes, base: Callable[[], NDA
 
 def json_body(body: bytes) -> Any:
     try:
-        return json.loads(body)
+        return json_loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApplicationError("bad_json", f"The request body is not valid JSON ({exc}).") from None

@@ -56,3 +56,34 @@ def test_any_query_gets_an_answer_below_500(experiment, api, template, value):
     response = api.get(template.format(q=quote(value)))
 
     _assert_json_error_or_success(response)
+
+
+# The shapes of input that once answered 500: deep nesting, integers beyond float range, digits that
+# str.isdigit() accepts and int() does not, each where a field, a metric or a whole body is expected.
+hostile_scalars = st.one_of(
+    st.integers(400, 6000).map(lambda n: "1" + "0" * n),
+    st.sampled_from(['"²"', '"١٢٣"', '"𝟗"', '"Ⅻ"', '" 7 "', "1e999", "-1e999", "NaN", "Infinity"]),
+    st.integers(10, 6000).map(lambda n: '"' + "9" * n + '"'),
+    st.integers(900, 120_000).map(lambda n: "[" * n + "]" * n),
+)
+hostile_bodies = st.one_of(
+    st.integers(900, 120_000).map(lambda n: "[" * n),
+    st.integers(900, 60_000).map(lambda n: '{"a":' * n + "1" + "}" * n),
+    hostile_scalars.map(lambda v: f'{{"parameters": [0.5], "num_examples": {v}, "metrics": {{}}}}'),
+    hostile_scalars.map(lambda v: f'{{"parameters": [0.5], "num_examples": 3, "metrics": {{"loss": {v}}}}}'),
+    hostile_scalars.map(lambda v: f'{{"UpdateModel": {{"params": [{v}]}}}}'),
+    hostile_scalars.map(lambda v: f'{{"node_id": {v}, "address": {v}}}'),
+)
+
+
+@FUZZ
+@given(path=st.sampled_from(POSTS), body=hostile_bodies, authenticated=st.booleans())
+def test_hostile_json_gets_an_answer_below_500(experiment, api, register, path, body, authenticated):
+    token = register("fuzz") if authenticated and not hasattr(experiment, "_fuzz_token") else None
+    if token:
+        experiment._fuzz_token = token
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {experiment._fuzz_token}"} if authenticated else {}
+
+    response = api.generic("POST", path, body.encode(), content_type="application/json", **headers)
+
+    _assert_json_error_or_success(response)
