@@ -17,6 +17,7 @@ from aggregation.models import Experiment
 from aggregation.services.evaluations import evaluation_submit
 from aggregation.services.experiment_setup import OPTIONS, experiment_setup
 from aggregation.services.experiments import experiment_initialize_from_node
+from aggregation.services.updates import round_failure_report
 from fedsite.errors import ApplicationError
 from fedsite.jsonparse import BoundedJSONParser, json_loads
 from nodes_app.auth import node_from_request
@@ -129,4 +130,20 @@ class EvaluationSubmitApi(APIView):
         summary = experiment.versions.filter(version=version).values_list("evaluation", flat=True).first()
         return Response({"model_version": version, "node_id": node.node_id,
                          "status": "accepted" if created else "already_accepted", "evaluation": summary},
+                        status=201 if created else 200)
+
+
+class RoundFailureApi(APIView):
+    """A node says it cannot train on the round's model, and why: the round then fails instead of waiting."""
+
+    @extend_schema(request=None, responses=None)
+    def post(self, request: Request, number: int) -> Response:
+        node = node_from_request(request)
+        experiment = experiment_from(request)
+        body = parsing.json_body(body_read(request))
+        reason = body.get("reason") if isinstance(body, dict) else None
+        if not isinstance(reason, str) or not reason.strip():
+            raise ApplicationError("bad_reason", "Send a JSON object with the reason, a sentence, as \"reason\".")
+        created = round_failure_report(experiment=experiment, round_number=number, node=node, reason=reason)
+        return Response({"round": number, "node_id": node.node_id, "status": "recorded" if created else "already"},
                         status=201 if created else 200)

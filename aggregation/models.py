@@ -149,6 +149,8 @@ class Round(models.Model):
     closed_at = models.DateTimeField(null=True, blank=True)
     metrics = models.JSONField(default=dict, blank=True)
     failure_reason = models.TextField(blank=True, default="")
+    # Nodes that could not train on this round's model, and why: {node_id: reason}.
+    node_failures = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["experiment", "number"]

@@ -161,6 +161,7 @@ def round_summary(rnd: Round) -> dict[str, Any]:
         "updates": rnd.num_updates,
         "metrics": rnd.metrics,
         "failure_reason": rnd.failure_reason,
+        "node_failures": rnd.node_failures,
     }
 
 

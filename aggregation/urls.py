@@ -12,6 +12,7 @@ urlpatterns = [
     path("api/rounds/current", apis.RoundCurrentApi.as_view(), name="round-current"),
     path("api/rounds/<int:number>", apis.RoundDetailApi.as_view(), name="round-detail"),
     path("api/rounds/<int:number>/updates", apis.UpdateSubmitApi.as_view(), name="update-submit"),
+    path("api/rounds/<int:number>/failures", apis_models.RoundFailureApi.as_view(), name="round-failure"),
     path("api/models/initial", apis_models.ModelInitialApi.as_view(), name="model-initial"),
     path("api/models/<int:version>/evaluations", apis_models.EvaluationSubmitApi.as_view(), name="evaluation-submit"),
     path("api/models/<str:version>", apis.ModelVersionDetailApi.as_view(), name="model-detail"),

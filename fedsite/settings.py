@@ -204,6 +204,11 @@ FL_EPOCHS = envint("FL_EPOCHS", 10, minimum=1)
 FL_LEARNING_RATE = envfloat("FL_LEARNING_RATE", 0.01, minimum=0.0)
 FL_BATCH_SIZE = envint("FL_BATCH_SIZE", 0, minimum=0)
 FL_UPDATE_MAX_NORM = envfloat("FL_UPDATE_MAX_NORM", 0.0, minimum=0.0) or None  # 0 / unset: no bound
+# Defaults against one bad node, relative to the round's median (3+ updates; 0 turns them off): an update
+# farther from the model than this many times the median distance is rejected, and no node weighs more
+# than this many times the median num_examples.
+FL_OUTLIER_FACTOR = envfloat("FL_OUTLIER_FACTOR", 10.0, minimum=0.0)
+FL_WEIGHT_CAP_FACTOR = envfloat("FL_WEIGHT_CAP_FACTOR", 10.0, minimum=0.0)
 FL_UPDATE_NORM_MODE = envchoice("FL_UPDATE_NORM_MODE", "reject", ("reject", "clip"))
 FL_UPDATE_ENCODING = envchoice("FL_UPDATE_ENCODING", "none", ("none", "fp16", "int8"))  # nodes' upload compression
 # Real data (README "Real data"): the default experiment's task, server-side test set and stop condition.

@@ -166,6 +166,10 @@ class ServerClient:
                              headers={"Content-Type": "application/octet-stream"})
         return self._json(resp)
 
+    def report_failure(self, round_number: int, reason: str) -> None:
+        """Tell the server this node cannot train on the round's model, so the round need not wait for it."""
+        self._request("POST", f"/api/rounds/{round_number}/failures", json={"reason": reason})
+
     def report_evaluation(self, version: int, loss: float, num_examples: int,
                           metrics: dict[str, float]) -> tuple[int, dict[str, Any]]:
         """Federated evaluation: this node's score of model `version` on its own held-out data."""

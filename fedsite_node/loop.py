@@ -214,8 +214,10 @@ class NodeLoop:
             try:
                 new, num_examples, metrics = self.fit_round(base, self._config, number)
             except ValueError as exc:  # SerdeError and ClientFailed included
-                # Training is deterministic, so retrying this round would fail the same way.
+                # Training is deterministic, so retrying this round would fail the same way; the server
+                # is told, so the round fails at its deadline (or at once) instead of waiting for us.
                 logger.error("round %d: training failed, skipping the round: %s", number, exc)
+                self._report_failure(number, str(exc))
                 self._mark_done(number)
                 return True
             self.last_loss = metrics.get("loss")
@@ -242,6 +244,14 @@ class NodeLoop:
         # The round's model is the previous round's result: score it now that our update is in.
         self._evaluate(info["model_version"])
         return True
+
+    def _report_failure(self, number: int, reason: str) -> None:
+        try:
+            self.client.report_failure(number, reason)
+        except ServerRejected as exc:  # the round closed meanwhile, or an older server without the endpoint
+            logger.info("round %d: the server did not take our failure report: %s", number, exc)
+        except ServerUnavailable:
+            logger.warning("round %d: could not report the failure (server unavailable)", number)
 
     def _evaluate(self, version: Any) -> None:
         """Federated evaluation of the in-memory model `version`, reported once per version."""

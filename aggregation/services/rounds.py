@@ -4,6 +4,7 @@ import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
+import numpy as np
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Max, Q
@@ -12,8 +13,9 @@ from django.utils import timezone
 from aggregation import events
 from aggregation.fl import NDArrays
 from aggregation.fl.aggregate import MeanAccumulator
+from aggregation.fl.guard import capped_examples, outlier_reasons
 from aggregation.fl.registry import strategy_create
-from aggregation.fl.serde import dumps, loads, params_dumps, params_loads, sha256_hex
+from aggregation.fl.serde import SerdeError, check_finite, dumps, loads, params_dumps, params_loads, sha256_hex
 from aggregation.fl.strategy import AggregationError, FitRes, Strategy
 from aggregation.fl.validation import validate_update
 from aggregation.models import Experiment, ModelVersion, Round, Update
@@ -55,6 +57,26 @@ def round_start_aggregation(rnd: Round) -> bool:
     round_id = rnd.pk
     transaction.on_commit(lambda: aggregation_enqueue(round_id), robust=True)
     return True
+
+
+def round_settle_if_answered(rnd: Round, received: int) -> None:
+    """Aggregate an open round once every expected node has answered, with an update or a failure report.
+
+    `total_nodes` updates aggregate as always; when failure reports make up the rest and the quorum is
+    there, nobody else is coming, so the round aggregates now. Below quorum it waits for its deadline
+    (where the sweeper fails it): failing at once would open the next round on the same model, which
+    the same nodes would fail at once again. Call inside the upload's transaction.
+    """
+    experiment = rnd.experiment
+    if received >= experiment.total_nodes or (
+            received >= experiment.min_nodes and received + len(rnd.node_failures) >= experiment.total_nodes):
+        round_start_aggregation(rnd)
+
+
+def _failed_nodes_reason(rnd: Round, received: int) -> str:
+    listed = "; ".join(f"node {node}: {reason}" for node, reason in sorted(rnd.node_failures.items()))
+    return (f"{received} of the {rnd.experiment.min_nodes} updates needed; {len(rnd.node_failures)} node(s) could "
+            f"not train on model v{rnd.base_version.version} ({listed})")
 
 
 def aggregation_enqueue(round_id: int) -> bool:
@@ -104,15 +126,21 @@ def _strategy_restored(experiment: Experiment, base: ModelVersion) -> Strategy:
     return strategy
 
 
-def _checked_updates(experiment: Experiment, names: list[str], current: NDArrays,
-                     updates: list[Update]) -> Iterator[tuple[Update, NDArrays | None]]:
-    """Yield (update, usable parameters) one blob at a time; a rejected update gets its reason recorded."""
+def _checked_updates(experiment: Experiment, names: list[str], current: NDArrays, updates: list[Update],
+                     outliers: dict[int, str]) -> Iterator[tuple[Update, NDArrays | None]]:
+    """Yield (update, usable parameters) one blob at a time; a rejected update gets its reason recorded.
+
+    `outliers` (by position) are rejected from their stored distance, without reading their blobs.
+    """
     spec = experiment_spec(experiment)
-    for update in updates:
-        blob = Update.objects.filter(pk=update.pk).values_list("parameters", flat=True).get()
-        params, _ = params_loads(spec, blob)
-        checked, reason = validate_update(params, current, max_norm=experiment.update_max_norm,
-                                          mode=experiment.update_norm_mode, names=names)
+    for position, update in enumerate(updates):
+        if position in outliers:
+            checked, reason = None, outliers[position]
+        else:
+            blob = Update.objects.filter(pk=update.pk).values_list("parameters", flat=True).get()
+            params, _ = params_loads(spec, blob)
+            checked, reason = validate_update(params, current, max_norm=experiment.update_max_norm,
+                                              mode=experiment.update_norm_mode, names=names)
         if checked is None:
             update.rejected_reason = reason or "rejected"
             update.save(update_fields=["rejected_reason"])
@@ -130,23 +158,30 @@ def _fit(strategy: Strategy, experiment: Experiment, rnd: Round, current: NDArra
     others receive every update in memory.
     """
     names = experiment_spec(experiment).names()
-    accumulator = MeanAccumulator(current, sum(u.num_examples for u in updates)) if strategy.streams_mean else None
+    outliers = outlier_reasons([u.delta_norm for u in updates], settings.FL_OUTLIER_FACTOR)
+    weights = capped_examples([u.num_examples for u in updates], settings.FL_WEIGHT_CAP_FACTOR)
+    accumulator = MeanAccumulator(current, sum(weights)) if strategy.streams_mean else None
     results: list[FitRes] = []
     failures: list[str] = []
-    for update, params in _checked_updates(experiment, names, current, updates):
+    for (update, params), weight in zip(_checked_updates(experiment, names, current, updates, outliers), weights):
         if params is None:
             failures.append(f"node {update.node.node_id}: {update.rejected_reason}")
             continue
+        if weight < update.num_examples:
+            logger.warning("[%s] round %d: node %s claims %d examples; weighted as %d (FL_WEIGHT_CAP_FACTOR x the "
+                           "median)", experiment.name, rnd.number, update.node.node_id, update.num_examples, weight)
         if accumulator is not None:
-            accumulator.add(params, update.num_examples)
+            accumulator.add(params, weight)
             params = []
-        results.append(FitRes(params, update.num_examples, update.metrics))
+        results.append(FitRes(params, weight, update.metrics))
     if not results:
         return None, {}, results, failures
-    if accumulator is not None:
-        new, metrics = strategy.aggregate_mean(rnd.number, current, accumulator.mean(), results, failures)
-    else:
-        new, metrics = strategy.aggregate_fit(rnd.number, current, results, failures)
+    # Overflow to inf is caught by round_aggregate's finiteness check, which keeps the model: not a crash.
+    with np.errstate(over="ignore", invalid="ignore"):
+        if accumulator is not None:
+            new, metrics = strategy.aggregate_mean(rnd.number, current, accumulator.mean(), results, failures)
+        else:
+            new, metrics = strategy.aggregate_fit(rnd.number, current, results, failures)
     return new, metrics, results, failures
 
 
@@ -173,6 +208,12 @@ def round_aggregate(round_id: int) -> bool:
             return True
         if new_params is None:
             new_params = current
+        try:
+            check_finite(new_params, spec.names())
+        except SerdeError as exc:
+            # Committing it would stall every node (none can train on it): keep the model, say why.
+            round_fail(rnd, f"the aggregate is not finite ({exc}); the previous model is kept")
+            return True
         metrics = {**metrics, "rejected": len(failures), **round_server_evaluate(experiment, spec, new_params)}
         stop_reason = stop_condition_reason(experiment, rnd, metrics)
         if stop_reason:
@@ -228,6 +269,9 @@ def rounds_sweep(now: datetime | None = None) -> int:
                 logger.info("[%s] round %d deadline: quorum met (%d/%d)", experiment.name, rnd.number,
                             received, experiment.total_nodes)
                 round_start_aggregation(rnd)
+            elif rnd.node_failures:
+                # Nodes said they cannot train on this model: waiting longer would wait forever.
+                round_fail(rnd, f"deadline passed with {_failed_nodes_reason(rnd, received)}")
             elif received == 0 or experiment.on_timeout == Experiment.OnTimeout.EXTEND:
                 # With no update at all there is nobody to retry for: a failed round and an identical
                 # new one would only add noise (and round 1 may have been opened long before any node).

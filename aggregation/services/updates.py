@@ -12,7 +12,7 @@ from aggregation.fl.validation import delta_norm
 from aggregation.models import Experiment, ModelVersion, Round, Update
 from aggregation.selectors import version_parameters
 from aggregation.services.experiments import experiment_spec
-from aggregation.services.rounds import round_start_aggregation
+from aggregation.services.rounds import round_settle_if_answered
 from fedsite.errors import ApplicationError
 from nodes_app.models import Node
 
@@ -108,6 +108,9 @@ def update_submit(
                 "round_closed", f"Round {round_number} is {rnd.status} and takes no more updates; "
                 f"the current round is {current}.", 409, current_round=current,
             )
+        if node.node_id in rnd.node_failures:  # it could train after all (a retry): its update counts instead
+            rnd.node_failures = {k: v for k, v in rnd.node_failures.items() if k != node.node_id}
+            rnd.save(update_fields=["node_failures"])
         stored = Update.objects.create(
             round=rnd, node=node, parameters=blob, num_examples=update.num_examples,
             metrics=update.metrics, sha256=digest, size=len(blob),
@@ -121,6 +124,38 @@ def update_submit(
             "round": rnd.number, "node": node.node_id, "received": received,
             "required": experiment.total_nodes, "metrics": update.metrics, "delta_norm": stored.delta_norm,
         })
-        if received >= experiment.total_nodes:
-            round_start_aggregation(rnd)
+        round_settle_if_answered(rnd, received)
     return stored, True
+
+
+MAX_REASON_CHARS = 500
+
+
+def round_failure_report(*, experiment: Experiment, round_number: int, node: Node, reason: str) -> bool:
+    """Record that `node` cannot train on round `round_number`'s model; False if it had said so already.
+
+    Without it a round nobody could train for waited forever; with it the round fails at its deadline,
+    or at once when every expected node has answered.
+    """
+    reason = " ".join(str(reason).split())[:MAX_REASON_CHARS] or "no reason given"
+    with transaction.atomic():
+        rnd = Round.objects.select_for_update().filter(experiment=experiment, number=round_number).first()
+        if rnd is None:
+            raise round_unknown(experiment, round_number)
+        current = _current_round_number(experiment)
+        if rnd.status != Round.Status.OPEN:
+            raise ApplicationError("round_closed", f"Round {round_number} is {rnd.status}; the current round is "
+                                   f"{current}.", 409, current_round=current)
+        if rnd.updates.filter(node=node).exists():
+            raise ApplicationError("already_uploaded", f"Node {node.node_id} already uploaded an update for round "
+                                   f"{round_number}.", 409, current_round=current)
+        if rnd.node_failures.get(node.node_id) == reason:
+            return False
+        rnd.node_failures = {**rnd.node_failures, node.node_id: reason}
+        rnd.save(update_fields=["node_failures"])
+        Node.objects.filter(pk=node.pk).update(last_seen=timezone.now())
+        logger.warning("[%s] round %d: node %s cannot train: %s", experiment.name, round_number, node.node_id, reason)
+        events.event_send("round.node_failed", experiment, {"round": round_number, "node": node.node_id,
+                                                            "reason": reason})
+        round_settle_if_answered(rnd, rnd.updates.count())
+    return True

@@ -118,6 +118,10 @@ def test_clients_that_do_not_fit_or_fail_cost_only_their_own_update(start_server
     assert "contains NaN or infinity" in nan.output()
     current = requests.get(f"{url}/api/rounds/current", params={"experiment": "digits-cnn"}, timeout=5).json()
     assert (current["number"], current["status"], current["progress"]["received"]) == (1, "open", 0)
+    # ...and the server knows why two nodes will not upload, so the round fails at its deadline, not never
+    failures = requests.get(f"{url}/api/rounds/1", params={"experiment": "digits-cnn"}, timeout=5).json()
+    assert sorted(failures["node_failures"]) == ["2", "3"]
+    assert "CUDA out of memory" in failures["node_failures"]["2"]
 
 
 def test_a_node_needs_no_django_and_no_server_settings(start_server, e2e_env, tmp_path):

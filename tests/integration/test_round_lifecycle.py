@@ -159,9 +159,11 @@ def test_the_deadline_extends_a_round_nobody_contributed_to_instead_of_failing_i
     assert experiment.rounds.count() == 1
 
 
-def test_updates_beyond_the_norm_bound_are_rejected_with_a_recorded_reason(make_experiment, register, uploader):
+def test_updates_beyond_the_norm_bound_are_rejected_with_a_recorded_reason(make_experiment, register, uploader,
+                                                                          settings):
     from aggregation.models import Update
 
+    settings.FL_OUTLIER_FACTOR = 0  # the explicit bound alone judges
     experiment = make_experiment(update_max_norm=1e-3)
     base = params_for(7)  # the experiment's version 0 (seed 7)
     near = [p + np.float32(1e-5) for p in base]

@@ -30,6 +30,7 @@ class FakeServer:
         self.uploads: list[tuple[int, bytes]] = []
         self.initial: list[bytes] = []
         self.evaluations: list[tuple] = []
+        self.failures: list[tuple[int, str]] = []
         self.initial_error: ServerRejected | None = None
 
     @staticmethod
@@ -57,6 +58,9 @@ class FakeServer:
             raise self.initial_error
         self.initial.append(body)
         return {"sha256": sha256_hex(body)}
+
+    def report_failure(self, number, reason):
+        self.failures.append((number, reason))
 
     def report_evaluation(self, version, loss, num_examples, metrics):
         self.evaluations.append((version, loss, num_examples, metrics))
@@ -112,6 +116,7 @@ def test_client_node_skips_a_round_its_client_fails_and_stops_on_a_mismatch(tmp_
 
     failing, server = node(tmp_path, Client([0, 1, 2, 3], fit_result=nan))
     assert failing.step() is True and server.uploads == [] and 1 in failing._done_rounds
+    assert server.failures == [(1, "the parameters fit returned: tensor 'conv.weight' contains NaN or infinity")]
     assert failing.step() is False  # not retried
 
     mismatched, _ = node(tmp_path / "other", Client([0, 1, 2]))
