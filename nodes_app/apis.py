@@ -1,4 +1,6 @@
 """Node API: enrollment and the node list."""
+import unicodedata
+
 from django.db.models import Max
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -43,7 +45,7 @@ class NodeRegisterApi(APIView):
         node = node_from_request(request, required=False)
         if node is not None:
             requested = serializer.validated_data.get("node_id")
-            if requested not in (None, node.node_id):
+            if requested is not None and unicodedata.normalize("NFKC", requested) != node.node_id:
                 return Response(
                     {"error": "wrong_node", "detail": f"This token belongs to node {node.node_id}, not {requested}."},
                     status=403,

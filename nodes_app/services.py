@@ -2,6 +2,7 @@
 import hashlib
 import logging
 import secrets
+import unicodedata
 from datetime import timedelta
 from urllib.parse import urlsplit
 
@@ -28,12 +29,17 @@ def _new_token() -> str:
 
 
 def node_id_validate(node_id: object) -> str:
+    """The node id in NFKC form, so lookalikes (full-width digits, ligatures) are the same id, not a second node."""
     if not isinstance(node_id, str) or not node_id.strip():
         raise ApplicationError("bad_node_id", "node_id must be a non-empty string.")
+    node_id = unicodedata.normalize("NFKC", node_id)
     if len(node_id) > 64:
         raise ApplicationError("bad_node_id", "node_id must be at most 64 characters long.")
-    if any(ord(c) < 32 or ord(c) == 127 for c in node_id):
-        raise ApplicationError("bad_node_id", "node_id must not contain control characters.")
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in node_id):
+        raise ApplicationError("bad_node_id", "node_id must not contain control or invisible formatting characters "
+                               "(such as a right-to-left override).")
+    if node_id != node_id.strip():
+        raise ApplicationError("bad_node_id", "node_id must not begin or end with spaces.")
     return node_id
 
 

@@ -101,3 +101,32 @@ def test_a_request_to_no_route_is_a_json_404_whatever_the_method(method):
                                                         content_type="application/json")
 
     assert assert_json_4xx(response, 404)["error"] == "not_found"
+
+
+@pytest.mark.parametrize(("node_id", "sentence"), [
+    (" 1", "must not begin or end with spaces"),
+    ("1 ", "must not begin or end with spaces"),
+    ("ad\u202emin", "invisible formatting characters"),
+    ("a\u200bb", "invisible formatting characters"),
+    ("a\nb", "invisible formatting characters"),
+])
+def test_lookalike_node_ids_are_refused(api, node_id, sentence):
+    response = api.post("/api/nodes/register", {"node_id": node_id, "address": ""}, format="json",
+                        HTTP_X_ENROLLMENT_TOKEN="test-enrollment-token")
+
+    assert sentence in assert_json_4xx(response, 400)["detail"]
+
+
+def test_a_full_width_node_id_is_the_same_node_as_its_ascii_form(api, register):
+    # Prepare: node "12" exists
+    token = register("12")
+
+    # Execute: someone enrolls "１２" (full-width digits), then node 12 re-registers with its token and that spelling
+    taken = api.post("/api/nodes/register", {"node_id": "\uff11\uff12", "address": ""}, format="json",
+                     HTTP_X_ENROLLMENT_TOKEN="test-enrollment-token")
+    same = api.post("/api/nodes/register", {"node_id": "\uff11\uff12", "address": ""}, format="json",
+                    HTTP_AUTHORIZATION=f"Bearer {token}")
+
+    # Assert
+    assert assert_json_4xx(taken, 409)["error"] == "node_exists"
+    assert same.status_code == 200 and same.json()["node_id"] == "12"
