@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import threading
@@ -58,9 +59,11 @@ def _matrix(value: Any, what: str, columns: int, rows: int | None = None) -> np.
 class NodeHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], runner: NodeRunner) -> None:
+    def __init__(self, address: tuple[str, int], runner: NodeRunner, api_token: str | None = None) -> None:
         super().__init__(address, NodeRequestHandler)
         self.runner = runner
+        # None: the prototype's open API (runnode --open-api); otherwise every request needs this Bearer token.
+        self.api_token = api_token
         self.thread: threading.Thread | None = None
 
     @property
@@ -94,8 +97,23 @@ class NodeRequestHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _authorize(self) -> None:
+        """The operator's Bearer token, checked before anything is read: the API can replace and train the model."""
+        expected = self.server.api_token
+        if expected is None:
+            return
+        scheme, _, given = self.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected.encode()):
+            return
+        self.close_connection = True  # the body, if any, stays unread
+        if not given:
+            raise BadRequest("missing_token", "this node's API needs its token in an 'Authorization: Bearer <token>' "
+                                              "header (runnode logs where the token is kept)", 401)
+        raise BadRequest("bad_token", "the token is not this node's API token", 401)
+
     def _handle(self, routes: dict[str, Any]) -> None:
         try:
+            self._authorize()
             handler = routes.get(urlsplit(self.path).path)
             if handler is None:
                 # Any request body is left unread, so this connection cannot carry another request.
@@ -183,13 +201,18 @@ class NodeRequestHandler(BaseHTTPRequestHandler):
         return {"status": "success", "predictions": (out[:, 0] if out.shape[1] == 1 else out).tolist()}
 
 
-def start_node_server(runner: NodeRunner, host: str = "127.0.0.1", port: int = 0) -> NodeHTTPServer:
-    """Serve the node API from a daemon thread; port 0 picks a free port (see `server.server_port`)."""
-    server = NodeHTTPServer((host, port), runner)
+def start_node_server(runner: NodeRunner, host: str = "127.0.0.1", port: int = 0, *,
+                      api_token: str | None = None) -> NodeHTTPServer:
+    """Serve the node API from a daemon thread; port 0 picks a free port (see `server.server_port`).
+
+    With `api_token` every request must carry it as a Bearer token; None serves the prototype's open API.
+    """
+    server = NodeHTTPServer((host, port), runner, api_token)
     # A short poll interval keeps shutdown() quick; the cost is a few idle wake-ups a second.
     server.thread = threading.Thread(
         target=server.serve_forever, args=(0.1,), name=f"node-api-{runner.node_id}", daemon=True
     )
     server.thread.start()
-    logger.info("node %s: API listening on %s", runner.node_id, server.url)
+    logger.info("node %s: API listening on %s (%s)", runner.node_id, server.url,
+                "open to anyone who can reach it" if api_token is None else "Bearer token required")
     return server

@@ -54,8 +54,8 @@ def started(monkeypatch: pytest.MonkeyPatch) -> list[NodeHTTPServer]:
     """Capture the node API servers the command starts, so a test can check they were shut down."""
     servers: list[NodeHTTPServer] = []
 
-    def start(*args: Any) -> NodeHTTPServer:
-        servers.append(start_node_server(*args))
+    def start(*args: Any, **kwargs: Any) -> NodeHTTPServer:
+        servers.append(start_node_server(*args, **kwargs))
         return servers[-1]
 
     monkeypatch.setattr(runnode, "start_node_server", start)
@@ -126,3 +126,25 @@ def test_the_node_modules_do_not_import_django() -> None:
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True,
                           timeout=60, check=True)
     assert [name for name in ("django", "rest_framework", "celery") if name in json.loads(done.stdout)] == []
+
+
+def test_the_node_api_needs_a_token_kept_in_the_state_directory(monkeypatch, tmp_path, started) -> None:
+    # Prepare: a server that finishes the run at once, so the command returns
+    fake = FakeClient("closed", "finished")
+    use_fake(monkeypatch, fake)
+
+    # Execute
+    runnode.Command().handle(**parse("--id", "1", "--port", "0", "--state-dir", str(tmp_path)))
+
+    # Assert: a secret of its own, readable by the node's user only, required by the API it served
+    token_file = tmp_path / "api_token"
+    assert len(token_file.read_text()) >= 40 and (token_file.stat().st_mode & 0o777) == 0o600
+    assert started[0].api_token == token_file.read_text()
+
+
+def test_open_api_serves_the_prototypes_open_api(monkeypatch, tmp_path, started) -> None:
+    use_fake(monkeypatch, FakeClient("closed", "finished"))
+
+    runnode.Command().handle(**parse("--id", "1", "--port", "0", "--state-dir", str(tmp_path), "--open-api"))
+
+    assert started[0].api_token is None and not (tmp_path / "api_token").exists()

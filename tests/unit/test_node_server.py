@@ -164,3 +164,58 @@ def test_an_oversized_body_is_refused_before_it_is_read(node: str) -> None:
 
     assert resp.status == 413 and json.loads(resp.read())["error"] == "too_large"
     conn.close()
+
+
+TOKEN = "node-api-secret"
+
+
+@pytest.fixture
+def locked_node(runner: NodeRunner) -> Iterator[str]:
+    server = start_node_server(runner, "127.0.0.1", 0, api_token=TOKEN)
+    yield server.url
+    server.shutdown()
+
+
+@pytest.mark.parametrize(("headers", "error"), [({}, "missing_token"),
+                                                ({"Authorization": "Bearer wrong"}, "bad_token"),
+                                                ({"Authorization": f"Basic {TOKEN}"}, "bad_token")])
+def test_a_node_api_with_a_token_refuses_requests_without_it(locked_node: str, runner: NodeRunner,
+                                                             headers: dict[str, str], error: str) -> None:
+    before = runner.model_sha256
+    x, y = data()
+    flat = flatten(runner.params).tolist()
+
+    answers = [
+        requests.get(f"{locked_node}/status", headers=headers, timeout=10),
+        requests.post(f"{locked_node}/train", json={"data": x, "labels": y}, headers=headers, timeout=10),
+        requests.post(f"{locked_node}/message", json={"UpdateModel": {"params": [0.0] * len(flat)}},
+                      headers=headers, timeout=10),
+    ]
+
+    assert [(a.status_code, a.json()["error"]) for a in answers] == [(401, error)] * 3
+    assert runner.model_sha256 == before and runner.last_loss is None
+
+
+def test_a_node_api_with_a_token_serves_its_holder(locked_node: str, runner: NodeRunner) -> None:
+    x, y = data()
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+
+    trained = requests.post(f"{locked_node}/train", json={"data": x, "labels": y}, headers=auth, timeout=10)
+    status = requests.get(f"{locked_node}/status", headers=auth, timeout=10)
+
+    assert trained.status_code == 200 and status.json()["last_loss"] == trained.json()["loss"]
+
+
+def test_an_unauthenticated_huge_body_is_refused_before_it_is_read(locked_node: str) -> None:
+    # Only the headers are sent: the answer must not wait for 9 MB that never come.
+    host, port = locked_node.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=5)
+    conn.putrequest("POST", "/train")
+    conn.putheader("Content-Type", "application/json")
+    conn.putheader("Content-Length", str(9 * 1024 * 1024))
+    conn.endheaders()
+
+    response = conn.getresponse()
+
+    assert response.status == 401 and response.getheader("Connection") == "close"
+    conn.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import secrets
 import signal
 import sys
 import threading
@@ -70,6 +71,13 @@ class Command(BaseCommand):
         parser.add_argument("--poll-wait", type=float, default=25.0, help="Long-poll wait in seconds.")
         parser.add_argument("--keep-serving", action="store_true",
                             help="Keep the node API up after the run finishes (until a signal).")
+        api = parser.add_argument_group("the node's own API (/status, /message, /train: it can replace and train "
+                                        "the model)")
+        api.add_argument("--api-token", default=os.environ.get("FL_NODE_API_TOKEN") or None,
+                         help="Bearer token the API requires (env FL_NODE_API_TOKEN); default: a random one kept in "
+                              "<state-dir>/api_token.")
+        api.add_argument("--open-api", action="store_true", default=envbool_node("FL_NODE_OPEN_API"),
+                         help="Serve the API without a token, as the prototype did (env FL_NODE_OPEN_API=1).")
 
     def handle(self, *args: Any, **options: Any) -> None:
         node_id = options["node_id"]
@@ -95,8 +103,12 @@ class Command(BaseCommand):
             enrollment_token=os.environ.get("FL_ENROLLMENT_TOKEN") or None, keep_serving=options["keep_serving"],
             data=data,
         )
+        api_token = None if options["open_api"] else (options["api_token"] or node_api_token(runner.token_path.parent))
+        if api_token is None:
+            logger.warning("node %s: --open-api: anyone who can reach %s:%s can replace and train this node's model",
+                           node_id, options["host"], port)
         try:
-            server = start_node_server(runner, options["host"], port)
+            server = start_node_server(runner, options["host"], port, api_token=api_token)
         except OSError as exc:
             raise CommandError(f"cannot listen on {options['host']}:{port}: {exc}") from None
         runner.address = options["advertise_url"] or f"http://{options['host']}:{server.server_port}"
@@ -128,6 +140,29 @@ class Command(BaseCommand):
         logger.info("node %s: training with client %s (%s)", node_id, options["client"], type(runner.adapter.client)
                     .__name__)
         _run_until_stopped(runner, client, etcd_endpoints, find_server, None)
+
+
+def envbool_node(name: str) -> bool:
+    """A node-side boolean variable: 1/true/yes or 0/false/no (or unset); anything else is refused."""
+    value = os.environ.get(name, "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise CommandError(f"{name}={value!r} is not a boolean; use 1 or 0")
+
+
+def node_api_token(state_dir: Path) -> str:
+    """The node API's token: read from <state_dir>/api_token, or made once and kept there (mode 0600)."""
+    path = state_dir / "api_token"
+    if path.exists():
+        return path.read_text().strip()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as fh:
+        fh.write(token)
+    logger.info("node API token created in %s (send it as 'Authorization: Bearer <token>')", path)
+    return token
 
 
 def client_import(spec: str) -> Any:
