@@ -243,5 +243,5 @@ class DashboardSnapshotApi(APIView):
 
     def get(self, request: Request) -> Response:
         if not dashboard_access_allowed(request.user):
-            raise ApplicationError("login_required", "The dashboard needs a login; sign in at /admin/login/.", 403)
+            raise ApplicationError("login_required", "The dashboard needs a login; sign in at /admin/login/.", 401)
         return Response(dashboard_snapshot(request.query_params.get("experiment")))

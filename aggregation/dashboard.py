@@ -24,7 +24,9 @@ _summaries_lock = threading.Lock()
 
 
 def dashboard_login_required() -> bool:
-    return bool(getattr(settings, "FL_DASHBOARD_LOGIN_REQUIRED", False))
+    from fedsite.readguard import login_required
+
+    return login_required()
 
 
 def dashboard_access_allowed(user: Any) -> bool:

@@ -107,8 +107,11 @@ def rejection_count(response_data: object) -> None:
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:
-    """Prometheus text format; behind `Authorization: Bearer $FL_METRICS_TOKEN` when that is set."""
+    """Prometheus text format; behind `Authorization: Bearer $FL_METRICS_TOKEN` (or a login) when that is set."""
     token = settings.FL_METRICS_TOKEN
-    if token and not secrets.compare_digest(request.META.get("HTTP_AUTHORIZATION", ""), f"Bearer {token}"):
+    user = getattr(request, "user", None)
+    operator = user is not None and user.is_authenticated and user.is_active
+    if token and not operator and not secrets.compare_digest(request.META.get("HTTP_AUTHORIZATION", ""),
+                                                             f"Bearer {token}"):
         return error_response("bad_token", "Scraping /metrics needs 'Authorization: Bearer <FL_METRICS_TOKEN>'.", 401)
     return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)

@@ -129,7 +129,7 @@ def test_dashboard_page_and_api_require_a_login_when_configured(make_experiment,
     api = client.get("/api/dashboard")
 
     assert page.status_code == 302 and page["Location"] == "/admin/login/?next=/"
-    assert api.status_code == 403 and api.json()["error"] == "login_required"
+    assert api.status_code == 401 and api.json()["error"] == "login_required"
 
 
 def test_dashboard_page_and_api_serve_a_logged_in_user_when_a_login_is_required(make_experiment, settings):
