@@ -61,6 +61,9 @@ class Watched:
         self.errors: list[str] = []
         self.page.on("dialog", lambda dialog: (self.dialogs.append(dialog.message), dialog.dismiss()))
         self.page.on("pageerror", lambda error: self.errors.append(str(error)))
+        # The page is served with a Content-Security-Policy: anything it refuses is a console error.
+        self.page.on("console", lambda msg: msg.type == "error" and "Content Security Policy" in msg.text
+                     and self.errors.append(msg.text))
 
 
 @pytest.fixture
@@ -117,7 +120,8 @@ def test_dashboard_follows_a_federation_live_and_shows_node_ids_as_text(start_se
                                FL_NODE_OFFLINE_S="600")
     laptop = watch(viewport={"width": 1366, "height": 900})
     page = laptop.page
-    page.goto(url)
+    response = page.goto(url)
+    assert "script-src 'self'" in response.headers["content-security-policy"]
     expect(page.locator("#round-number")).to_have_text("Round 1")
     expect(page.locator("#connection")).to_have_text("live")
     page.evaluate("window.__sameDocument = true")
