@@ -56,6 +56,21 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
+# TLS (README "Deploying behind TLS"): FL_HTTPS=1 when clients reach the server over https, directly or
+# through a proxy (FL_BEHIND_PROXY=1 trusts its X-Forwarded-Proto). `check --deploy` is then clean.
+FL_HTTPS = envbool("FL_HTTPS", False)
+if FL_HTTPS:
+    SECURE_SSL_REDIRECT = True
+    SECURE_REDIRECT_EXEMPT = [r"^status$"]  # a load balancer's plain-http health check
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = envint("FL_HSTS_SECONDS", 31_536_000, minimum=0)
+    # Both bind every subdomain (and, preloaded, browsers for years): the operator's decision, off by default.
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("FL_HSTS_INCLUDE_SUBDOMAINS", False)
+    SECURE_HSTS_PRELOAD = envbool("FL_HSTS_PRELOAD", False)
+    if envbool("FL_BEHIND_PROXY", False):
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+CSRF_TRUSTED_ORIGINS = [o.strip() for o in envstr("CSRF_TRUSTED_ORIGINS").split(",") if o.strip()]
+
 ROOT_URLCONF = "fedsite.urls"
 WSGI_APPLICATION = "fedsite.wsgi.application"
 ASGI_APPLICATION = "fedsite.asgi.application"
