@@ -48,6 +48,12 @@ class ExperimentsApi(ExperimentListApi):
     def get_permissions(self) -> list:
         return [IsAdminUser()] if self._creating() else []
 
+    def permission_denied(self, request: Request, message: str | None = None, code: str | None = None) -> None:
+        if request.authenticators and not request.successful_authenticator:
+            raise ApplicationError("operator_required", "Creating an experiment needs an operator: a Django staff "
+                                   "user's HTTP basic credentials or login session (a node's token cannot).", 401)
+        raise ApplicationError("operator_required", "Creating an experiment needs a staff user; this one is not.", 403)
+
     @extend_schema(request=None, responses=None)
     def post(self, request: Request) -> Response:
         data = request.data
@@ -59,6 +65,10 @@ class ExperimentsApi(ExperimentListApi):
         name = data.get("name")
         if not isinstance(name, str) or not name:
             raise ApplicationError("bad_option", "Give the experiment a name (letters, digits, - and _).")
+        unknown = sorted(set(data) - {*OPTIONS, "name", "init", "init_from_node"})
+        if unknown:
+            raise ApplicationError("bad_option", f"Unknown field(s): {', '.join(unknown)}; the fields are name, init, "
+                                   f"init_from_node, {', '.join(OPTIONS)}.")
         form = hasattr(data, "getlist")  # multipart or urlencoded: every value is a string
         options: dict[str, Any] = {}
         for key in OPTIONS:
@@ -69,7 +79,8 @@ class ExperimentsApi(ExperimentListApi):
                 try:
                     value = json_loads(value)
                 except ValueError:
-                    raise ApplicationError("bad_option", f"{key} must be JSON (a number or an object).") from None
+                    wanted = "a JSON object" if key in ("strategy_params", "model_spec") else "a number"
+                    raise ApplicationError("bad_option", f"{key} must be {wanted}, got {value[:40]!r}.") from None
             options[key] = value
         upload = request.FILES.get("init") if hasattr(request, "FILES") else None
         experiment = experiment_setup(

@@ -26,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.node_id:
         parser.error("give the node id with --id or NODE_ID")
+    if not args.server.startswith(("http://", "https://")):
+        parser.error(f"--server {args.server!r} needs its scheme, e.g. http://{args.server}")
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(),
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     module_name, _, attr = args.client.partition(":")

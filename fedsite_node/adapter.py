@@ -76,10 +76,20 @@ def _metrics(value: Any, what: str) -> dict[str, float]:
         return {}
     if not isinstance(value, dict):
         raise ClientFailed(f"{what} must be a dict of metric names to numbers, got {type(value).__name__}")
+    # A 0-d tensor or numpy scalar (loss.detach(), np.float32) is a number too.
+    value = {k: v.item() if hasattr(v, "item") and np.size(v) == 1 else v for k, v in value.items()}
     # The server refuses a whole upload over one metric named longer than 64 characters: leave those out.
     kept = {str(k): float(v) for k, v in value.items() if len(str(k)) <= MAX_METRIC_NAME
             and isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(float(v))}
+    dropped = sorted(str(k) for k in value if str(k) not in kept)
+    if dropped and tuple(dropped) not in _reported_drops:
+        _reported_drops.add(tuple(dropped))
+        logger.warning("%s: metric(s) %s left out: the server takes finite numbers under names of at most %d "
+                       "characters", what, ", ".join(map(repr, dropped)), MAX_METRIC_NAME)
     return dict(list(kept.items())[:64])
+
+
+_reported_drops: set[tuple[str, ...]] = set()
 
 
 class ClientAdapter:
@@ -100,7 +110,7 @@ class ClientAdapter:
         try:
             return getattr(self.client, method)(*args)
         except Exception as exc:
-            logger.debug("client.%s raised", method, exc_info=True)
+            logger.warning("the client's %s raised; its traceback:", method, exc_info=True)
             raise ClientFailed(f"the client's {method} raised {type(exc).__name__}: {exc}") from exc
 
     def client_names(self) -> list[str] | None:
@@ -151,9 +161,12 @@ class ClientAdapter:
 
     def _by_name(self, manifest: Manifest, names: list[str], arrays: NDArrays) -> list[int]:
         index = {n: i for i, n in enumerate(manifest.names())}
-        for name in names:
+        for name, arr in zip(names, arrays):
             if name not in index:
-                raise ClientMismatch(f"the client has tensor {name!r}, which the experiment's model does not have")
+                hint = ("; integer buffers (such as BatchNorm's num_batches_tracked) are not federated: leave them out "
+                        "of get_parameters and get_parameter_names" if np.asarray(arr).dtype.kind in "iub" else "")
+                raise ClientMismatch(f"the client has tensor {name!r}, which the experiment's model does not "
+                                     f"have{hint}")
         missing = [n for n in manifest.names() if n not in names]
         if missing:
             raise ClientMismatch(f"the client has no tensor {missing[0]!r}, which the experiment's model has")

@@ -62,6 +62,8 @@ class ServerClient:
 
     def __init__(self, base_url: str, token: str | None = None, timeout: float = DEFAULT_TIMEOUT,
                  experiment: str | None = None) -> None:
+        if base_url and not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"the server address {base_url!r} needs its scheme, e.g. http://{base_url}")
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.timeout = timeout
@@ -93,7 +95,8 @@ class ServerClient:
                 method, self.base_url + path, headers=all_headers, timeout=timeout, **kwargs
             )
         except requests.RequestException as exc:
-            raise ServerUnavailable(f"{method} {path}: {exc.__class__.__name__} ({_reason(exc)})") from exc
+            raise ServerUnavailable(
+                f"{method} {self.base_url}{path}: {exc.__class__.__name__} ({_reason(exc)})") from exc
         if resp.status_code >= 500:
             resp.close()  # a streamed answer would otherwise keep its pooled connection
             raise ServerUnavailable(f"{method} {path}: HTTP {resp.status_code}")

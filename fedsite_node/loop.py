@@ -105,7 +105,8 @@ class NodeLoop:
         except ServerRejected as exc:
             if exc.error == "node_exists":
                 msg = (f"node id {self.node_id} is already registered and no valid token is stored in "
-                       f"{self.token_path}; restore that file or remove the node on the server")
+                       f"{self.token_path}; restore that file, or on the server issue a new token with "
+                       f"`python manage.py createnode --id {self.node_id} --rotate > {self.token_path}`")
             else:
                 msg = f"enrollment refused: {exc}"
             logger.error("node %s: %s", self.node_id, msg)
@@ -150,6 +151,9 @@ class NodeLoop:
             self.state = "offline"
             self.backoff.failed(exc)
         except ServerRejected as exc:
+            if exc.error == "unknown_experiment":  # a typo in --experiment: waiting cannot fix it
+                raise RegistrationError(f"{exc.detail} Check --experiment (the server lists its experiments at "
+                                        "/api/experiments).") from exc
             if exc.status != 401:
                 self._problem(f"server refused a request: {exc}")
             else:
@@ -345,7 +349,13 @@ class ClientNode(NodeLoop):
         self.adapter = ClientAdapter(numpy_client)
 
     def spec_changed(self, spec: ModelSpec) -> None:
-        self.adapter.bind(spec)  # ClientMismatch stops the node with the first tensor that does not fit
+        try:
+            self.adapter.bind(spec)  # ClientMismatch stops the node with the first tensor that does not fit
+        except ClientMismatch as exc:
+            chosen = getattr(self.client, "experiment", None)
+            which = (f"experiment {chosen!r}" if chosen else
+                     "the server's default experiment (choose another with --experiment)")
+            raise ClientMismatch(f"the client does not fit {which}: {exc}") from None
         self.spec = spec
         logger.info("node %s: the client's %d tensors fit the experiment's model", self.node_id,
                     len(spec.names()))

@@ -304,3 +304,19 @@ def test_a_downloaded_model_says_where_it_came_from(api, evaluated, tmp_path):
                                                       "init_dtype": "F16"}
     assert "fedsite.model" not in cnn and "fedsite.task" not in cnn
     assert cnn["fedsite.init"] == f"file {path}"
+
+
+def test_an_operator_request_with_an_unknown_field_is_refused_with_the_list(api):
+    get_user_model().objects.create_superuser("op2", "op2@example.org", "pw")
+
+    response = api.post("/api/experiments", {"name": "x", "round_timeout": 60}, format="json",
+                        **basic("op2", "pw"))
+
+    assert response.status_code == 400 and "Unknown field(s): round_timeout" in response.json()["detail"]
+    assert "round_timeout_s" in response.json()["detail"] and not Experiment.objects.exists()
+
+
+def test_a_node_token_is_told_that_creating_needs_an_operator(api, register):
+    response = api.post("/api/experiments", {"name": "x"}, format="json", **bearer(register("a")))
+
+    assert (response.status_code, response.json()["error"]) == (401, "operator_required")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from aggregation.fl.serde import loads, params_dumps, params_loads, sha256_hex
-from fedsite_node import ClientMismatch, ClientNode
+from fedsite_node import ClientMismatch, ClientNode, RegistrationError
 from fedsite_node.http import ServerRejected
 from tests.unit.test_node_adapter import SPEC, Client, NamedClient, ScoringClient, model
 
@@ -143,3 +143,27 @@ def test_the_node_sdk_imports_where_django_cannot():
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ClientNode"
+
+
+def test_a_typo_in_the_experiment_name_stops_the_node_with_the_reason(tmp_path):
+    loop, server = node(tmp_path, NamedClient([0, 1, 2, 3]))
+
+    def unknown(wait=0.0, known=None):
+        raise ServerRejected(404, "unknown_experiment", "There is no experiment named 'digts'.", {})
+
+    server.current_round = unknown
+
+    with pytest.raises(RegistrationError, match="There is no experiment named 'digts'. Check --experiment"):
+        loop.run()
+
+
+def test_a_mismatch_names_the_experiment_it_did_not_fit(tmp_path):
+    loop, server = node(tmp_path, Client([0, 1, 2]))
+
+    with pytest.raises(ClientMismatch, match="does not fit the server's default experiment .choose another with "
+                                             "--experiment.: the experiment's model has 4 tensors"):
+        loop.run()
+    server.experiment = "digits-cnn"
+    loop.adapter.manifest = None
+    with pytest.raises(ClientMismatch, match="does not fit experiment 'digits-cnn'"):
+        loop.run()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 from aggregation.fl.manifest import Manifest, TensorSpec
 from fedsite_node import ClientFailed, ClientMismatch, NumPyClient
 from fedsite_node.adapter import ClientAdapter
+from fedsite_node.http import ServerClient
 
 SPEC = Manifest((TensorSpec("conv.weight", (2, 1, 3, 3)), TensorSpec("conv.bias", (2,)),
                  TensorSpec("fc.weight", (3, 8)), TensorSpec("fc.bias", (3,))))
@@ -220,3 +222,34 @@ def test_initial_parameters_are_named_float32_and_refuse_integer_buffers():
     assert [a.shape for a in arrays] == [(2,), (2, 1, 3, 3), (3, 8), (3,)] and arrays[0].dtype == np.float32
     with pytest.raises(ClientMismatch, match="tensor 'bn.num_batches_tracked' has dtype int64; only floating"):
         ClientAdapter(WithCounter([])).initial()
+
+
+def test_metrics_that_are_numpy_or_tensor_scalars_are_kept_and_the_rest_are_said_to_be_dropped(caplog):
+    logging.getLogger("fedsite.node").addHandler(caplog.handler)  # Django's logging config stops propagation
+    adapter = ClientAdapter(Client([0, 1, 2, 3], fit_result=lambda p: (p, 5, {
+        "loss": np.float32(0.25), "acc": np.array(0.5), "remark": "hi"})))
+    adapter.bind(SPEC)
+
+    _params, _n, metrics = adapter.fit(model(seed=0), {})
+
+    logging.getLogger("fedsite.node").removeHandler(caplog.handler)
+    assert metrics == {"loss": 0.25, "acc": 0.5}
+    assert "metric(s) 'remark' left out" in caplog.text
+
+
+def test_an_integer_buffer_the_model_lacks_gets_a_hint():
+    class WithBuffer(NamedClient):
+        def get_parameter_names(self, config):
+            return [*super().get_parameter_names(config), "bn.num_batches_tracked"]
+
+        def get_parameters(self, config):
+            return [*super().get_parameters(config), np.array(3, dtype=np.int64)]
+
+    with pytest.raises(ClientMismatch, match="integer buffers .such as BatchNorm's num_batches_tracked. are not "
+                                             "federated"):
+        ClientAdapter(WithBuffer([0, 1, 2, 3])).bind(SPEC)
+
+
+def test_a_server_address_without_its_scheme_is_refused_with_the_fix():
+    with pytest.raises(ValueError, match="needs its scheme, e.g. http://127.0.0.1:5000"):
+        ServerClient("127.0.0.1:5000")

@@ -4,6 +4,7 @@ from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connection
 
 from aggregation.fl.compression import ENCODINGS
 from aggregation.fl.manifest import spec_from_dict
@@ -61,6 +62,8 @@ class Command(BaseCommand):
                 init_file = path.read_bytes()
             except OSError as exc:
                 raise CommandError(f"cannot read {path}: {exc.strerror or exc}") from None
+        if "aggregation_experiment" not in connection.introspection.table_names():
+            raise CommandError("the database has no tables yet: run `python manage.py migrate` first")
         try:
             experiment = experiment_setup(name=options["name"], init_file=init_file, init_name=options["init"] or "",
                                           init_from_node=options["init_from_node"],
@@ -90,5 +93,6 @@ def experiment_description(experiment: Experiment) -> str:
     lines.append(f"  strategy: {experiment.strategy} ({params})")
     lines.append(f"  rounds: close at {experiment.total_nodes} updates, quorum {experiment.min_nodes} at the "
                  f"{experiment.round_timeout_s:g} s deadline, max_rounds {experiment.max_rounds or 'unlimited'}")
-    lines.append(f"  nodes: python manage.py runnode --id N --client MODULE:ATTR --experiment {experiment.name}")
+    client = "" if experiment.model_spec.get("kind", "mlp") == "mlp" else " --client MODULE:ATTR"
+    lines.append(f"  nodes: python manage.py runnode --id N{client} --experiment {experiment.name}")
     return "\n".join(lines)

@@ -83,6 +83,8 @@ class Command(BaseCommand):
         node_id = options["node_id"]
         if not node_id:
             raise CommandError("give the node id with --id or NODE_ID")
+        if options["server"] and not options["server"].startswith(("http://", "https://")):
+            raise CommandError(f"--server {options['server']!r} needs its scheme, e.g. http://{options['server']}")
         port = options["port"]
         if options["client"] is not None:
             return self._handle_client(node_id, options)
