@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 from aggregation import events, metrics, parsing, selectors, services
 from aggregation.dashboard import dashboard_access_allowed, dashboard_snapshot
 from aggregation.fl import NDArrays
+from aggregation.fl.manifest import manifest_of
 from aggregation.fl.model import flatten
 from aggregation.models import Experiment
 from aggregation.services.experiments import experiment_public_params
@@ -216,7 +217,9 @@ class ModelVersionDownloadApi(APIView):
         found = selectors.model_version_get(experiment, version)
         if request.query_params.get("format") == "json":
             params = selectors.version_parameters(found.pk, found.sha256)
-            return Response({**_version_payload(found), "parameters": flatten(params).tolist()})
+            # The flat list is the tensors of `tensors`, in that order, each row-major.
+            tensors = manifest_of(services.experiment_spec(experiment)).to_dict()["tensors"]
+            return Response({**_version_payload(found), "tensors": tensors, "parameters": flatten(params).tolist()})
         response = HttpResponse(selectors.version_blob(found.pk, found.sha256), content_type="application/octet-stream")
         response["X-Model-Sha256"] = found.sha256
         response["X-Model-Version"] = str(found.version)

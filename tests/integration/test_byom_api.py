@@ -320,3 +320,14 @@ def test_a_node_token_is_told_that_creating_needs_an_operator(api, register):
     response = api.post("/api/experiments", {"name": "x"}, format="json", **bearer(register("a")))
 
     assert (response.status_code, response.json()["error"]) == (401, "operator_required")
+
+
+def test_the_json_download_says_which_tensors_its_flat_list_holds(api, tmp_path):
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(dumps(TENSORS))
+    call_command("createexperiment", "cnn-json", "--init", str(path), stdout=io.StringIO())
+
+    body = api.get("/api/models/0/download?experiment=cnn-json&format=json").json()
+
+    assert [(t["name"], t["shape"]) for t in body["tensors"]] == [(n, list(a.shape)) for n, a in TENSORS.items()]
+    assert len(body["parameters"]) == sum(a.size for a in TENSORS.values())
