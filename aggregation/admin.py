@@ -17,7 +17,8 @@ from aggregation.fl.model import MLPSpec
 from aggregation.fl.registry import STRATEGIES
 from aggregation.models import Evaluation, Experiment, ModelVersion, Round, Update
 from aggregation.services.experiment_setup import OPTIONS, experiment_setup
-from aggregation.services.experiments import experiment_env_fields, experiment_stop
+from aggregation.services.experiments import experiment_env_fields
+from aggregation.services.lifecycle import experiment_resume, experiment_stop
 from fedsite.errors import ApplicationError
 
 BLOB_HIDDEN = ("parameters",)
@@ -116,7 +117,16 @@ class ExperimentAdmin(admin.ModelAdmin):
         ("Evaluation and stopping", {"fields": _EVALUATION}),
     )
 
-    actions = ["stop_runs"]
+    actions = ["stop_runs", "resume_runs"]
+
+    @admin.action(description="Resume the selected runs from their latest model")
+    def resume_runs(self, request: HttpRequest, queryset: QuerySet) -> None:
+        try:
+            resumed = [e.name for e in queryset if experiment_resume(e)]
+        except ApplicationError as exc:
+            self.message_user(request, exc.detail, level="error")
+            return
+        self.message_user(request, f"Resumed: {', '.join(resumed)}." if resumed else "Nothing to resume.")
 
     @admin.action(description="Stop the selected runs (nodes finish with the latest model)")
     def stop_runs(self, request: HttpRequest, queryset: QuerySet) -> None:

@@ -17,6 +17,7 @@ from aggregation.models import Experiment
 from aggregation.services.evaluations import evaluation_submit
 from aggregation.services.experiment_setup import OPTIONS, experiment_setup
 from aggregation.services.experiments import experiment_initialize_from_node
+from aggregation.services.lifecycle import experiment_reset, experiment_resume, experiment_stop
 from aggregation.services.updates import round_failure_report
 from fedsite.errors import ApplicationError
 from fedsite.jsonparse import BoundedJSONParser, json_loads
@@ -31,6 +32,45 @@ JSON_OPTIONS = ("strategy_params", "total_nodes", "min_nodes", "max_rounds", "ro
 
 def _truthy(value: Any) -> bool:
     return value is True or (isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on"))
+
+
+def operator_denied(request: Request) -> None:
+    if request.authenticators and not request.successful_authenticator:
+        raise ApplicationError("operator_required", "This needs an operator: a Django staff user's HTTP basic "
+                               "credentials or login session (a node's token cannot).", 401)
+    raise ApplicationError("operator_required", "This needs a staff user; this one is not.", 403)
+
+
+class ExperimentActionApi(APIView):
+    """An operator stops, resumes or resets (rolls back) an experiment's run."""
+
+    authentication_classes = [BasicAuthentication, SessionAuthentication]
+    permission_classes = [IsAdminUser]
+
+    def permission_denied(self, request: Request, message: str | None = None, code: str | None = None) -> None:
+        operator_denied(request)
+
+    @extend_schema(request=None, responses=None)
+    def post(self, request: Request, name: str, action: str) -> Response:
+        experiment = Experiment.objects.filter(name=name).first()
+        if experiment is None:
+            raise ApplicationError("unknown_experiment", f"There is no experiment named {name!r}.", 404)
+        who = f"{request.user} (API)"
+        if action == "stop":
+            changed = experiment_stop(experiment, f"stopped by {who}")
+        elif action == "resume":
+            changed = experiment_resume(experiment)
+        elif action == "reset":
+            version = request.data.get("version") if isinstance(request.data, dict) else None
+            if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+                raise ApplicationError("bad_version", "Send {\"version\": V}, the model version to go back to.")
+            changed = experiment_reset(experiment, version, by=who) is not None
+        else:
+            raise ApplicationError("not_found", f"Experiments have no action {action!r}; use stop, resume or reset.",
+                                   404)
+        latest = experiment.versions.order_by("-version").values_list("version", flat=True).first()
+        return Response({"name": experiment.name, "status": experiment.status, "changed": changed,
+                         "model_version": latest})
 
 
 class ExperimentsApi(ExperimentListApi):
@@ -49,10 +89,7 @@ class ExperimentsApi(ExperimentListApi):
         return [IsAdminUser()] if self._creating() else []
 
     def permission_denied(self, request: Request, message: str | None = None, code: str | None = None) -> None:
-        if request.authenticators and not request.successful_authenticator:
-            raise ApplicationError("operator_required", "Creating an experiment needs an operator: a Django staff "
-                                   "user's HTTP basic credentials or login session (a node's token cannot).", 401)
-        raise ApplicationError("operator_required", "Creating an experiment needs a staff user; this one is not.", 403)
+        operator_denied(request)
 
     @extend_schema(request=None, responses=None)
     def post(self, request: Request) -> Response:

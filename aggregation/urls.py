@@ -8,6 +8,8 @@ urlpatterns = [
     path("api/model/params", apis.ModelParamsApi.as_view(), name="model-params"),
     path("api/dashboard", apis.DashboardSnapshotApi.as_view(), name="dashboard-snapshot"),
     path("api/experiments", apis_models.ExperimentsApi.as_view(), name="experiments"),
+    path("api/experiments/<slug:name>/<str:action>", apis_models.ExperimentActionApi.as_view(),
+         name="experiment-action"),
     path("api/rounds", apis.RoundListApi.as_view(), name="rounds"),
     path("api/rounds/current", apis.RoundCurrentApi.as_view(), name="round-current"),
     path("api/rounds/<int:number>", apis.RoundDetailApi.as_view(), name="round-detail"),

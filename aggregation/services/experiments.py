@@ -181,18 +181,3 @@ def experiment_default_get_or_create() -> Experiment:
         # Another process created it between our read and our write.
         return Experiment.objects.get(name=name)
 
-
-def experiment_stop(experiment: Experiment, reason: str = "stopped by an operator") -> bool:
-    """End a running (or initializing) run now: nodes finish with the latest model; False if it had ended."""
-    from aggregation import events
-
-    with transaction.atomic():
-        stopped = Experiment.objects.filter(
-            pk=experiment.pk, status__in=(Experiment.Status.RUNNING, Experiment.Status.INITIALIZING)
-        ).update(status=Experiment.Status.STOPPED, finish_reason=reason)
-        if stopped:
-            latest = experiment.versions.order_by("-version").values_list("version", flat=True).first()
-            events.event_send("run.finished", experiment, {"model_version": latest, "reason": reason})
-    if stopped:
-        logger.info("experiment %s stopped: %s", experiment.name, reason)
-    return bool(stopped)

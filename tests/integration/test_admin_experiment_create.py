@@ -198,3 +198,16 @@ def test_the_stop_action_ends_a_run_and_the_nodes_see_it(admin_client):
     assert stopped.status == "stopped" and stopped.finish_reason.startswith("stopped by ")
     state = admin_client.get("/api/rounds/current", {"experiment": "to-stop"}).json()
     assert state["run"]["status"] == "stopped"
+
+
+def test_the_resume_action_runs_a_stopped_experiment_again(admin_client):
+    from aggregation.services.experiment_setup import experiment_setup
+    from aggregation.services.lifecycle import experiment_stop
+
+    experiment = experiment_setup(name="to-resume")
+    experiment_stop(experiment)
+
+    admin_client.post("/admin/aggregation/experiment/", {"action": "resume_runs", "_selected_action": [experiment.pk]})
+
+    assert Experiment.objects.get(name="to-resume").status == "running"
+    assert Round.objects.filter(experiment=experiment, status="open").count() == 1

@@ -15,7 +15,7 @@ from aggregation.fl.manifest import Manifest
 from aggregation.fl.serde import dumps, loads, params_dumps
 from aggregation.models import Experiment, ModelVersion, Round
 from aggregation.services.experiment_setup import experiment_setup
-from aggregation.services.experiments import experiment_stop
+from aggregation.services.lifecycle import experiment_stop
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

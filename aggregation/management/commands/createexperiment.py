@@ -87,7 +87,7 @@ def experiment_description(experiment: Experiment) -> str:
         if len(names) > 12:
             lines.append(f"    ... and {len(names) - 12} more")
         v0 = experiment.versions.get(version=0)
-        lines.append(f"  version 0: sha256 {v0.sha256}, {v0.size:,} bytes; round 1 is open")
+        lines.append(f"  version 0: sha256 {v0.sha256}, {v0.size:,} bytes")
     public = experiment_public_params(experiment.strategy_params)
     params = json.dumps(public) if public else "defaults"
     lines.append(f"  strategy: {experiment.strategy} ({params})")

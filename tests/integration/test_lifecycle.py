@@ -1,0 +1,94 @@
+"""Stop, resume and roll back a run, from the CLI and the operator API, through one service."""
+import base64
+import io
+
+import numpy as np
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import CommandError, call_command
+
+from aggregation.fl.model import MLPSpec
+from aggregation.fl.serde import loads, params_loads
+from aggregation.models import Experiment, ModelVersion, Round
+from tests.conftest import params_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def run_rounds(experiment, register, uploader, rounds: int) -> None:
+    tokens = [register(str(i)) for i in range(3)]
+    for number in range(1, rounds + 1):
+        for i, token in enumerate(tokens):
+            uploader(token, number, [p + np.float32(0.01 * (i + number)) for p in params_for(7)])
+
+
+def params(experiment, version):
+    blob = ModelVersion.objects.get(experiment=experiment, version=version).parameters
+    return params_loads(MLPSpec(), bytes(blob))[0]
+
+
+def manage(*args: str) -> str:
+    out = io.StringIO()
+    call_command("experiment", *args, stdout=out)
+    return out.getvalue()
+
+
+def test_a_reset_makes_a_new_version_from_an_earlier_one_and_trains_on(experiment, register, uploader):
+    # Prepare: three rounds, so versions 0..3 and round 4 open
+    run_rounds(experiment, register, uploader, 3)
+
+    # Execute
+    said = manage("reset", "exp", "--to", "1")
+
+    # Assert: v4 holds v1's parameters, its lineage says so, round 4 failed and round 5 trains on v4
+    assert "model v4 is v1's parameters" in said
+    v4 = ModelVersion.objects.get(experiment=experiment, version=4)
+    assert v4.parent.version == 3 and v4.contributors == [{"rollback_to": 1, "by": "manage.py experiment reset"}]
+    for got, want in zip(params(experiment, 4), params(experiment, 1)):
+        np.testing.assert_array_equal(got, want)
+    assert loads(bytes(v4.parameters))[1]["fedsite.init"] == "rollback to v1 by manage.py experiment reset"
+    superseded = Round.objects.get(experiment=experiment, number=4)
+    assert superseded.status == Round.Status.FAILED and "rollback to v1" in superseded.failure_reason
+    assert Round.objects.get(experiment=experiment, number=5).base_version.version == 4
+
+
+def test_stop_then_resume_from_the_cli(experiment, api):
+    stopped = manage("stop", "exp")
+    state = api.get("/api/rounds/current?experiment=exp").json()
+    resumed = manage("resume", "exp")
+
+    assert "exp: stopped" in stopped and state["run"]["status"] == "stopped"
+    assert "running again" in resumed
+    assert Experiment.objects.get(name="exp").status == "running"
+    # the round that was open when it stopped is replaced by a fresh one on the same model
+    assert list(experiment.rounds.order_by("number").values_list("status", flat=True)) == ["failed", "open"]
+
+
+def test_the_cli_says_what_is_wrong(experiment):
+    with pytest.raises(CommandError, match="no experiment named 'nope'"):
+        manage("stop", "nope")
+    with pytest.raises(CommandError, match="has no model version 9"):
+        manage("reset", "exp", "--to", "9")
+    assert "exp" in manage("list") and "strategy: fedavg" in manage("show", "exp")
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    return {"HTTP_AUTHORIZATION": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def test_operators_act_through_the_api_and_nodes_cannot(experiment, api, register, uploader):
+    run_rounds(experiment, register, uploader, 2)
+    get_user_model().objects.create_superuser("op", "op@example.org", "pw")
+    node = {"HTTP_AUTHORIZATION": f"Bearer {register('intruder')}"}
+
+    refused = api.post("/api/experiments/exp/reset", {"version": 0}, format="json", **node)
+    reset = api.post("/api/experiments/exp/reset", {"version": 0}, format="json", **basic("op", "pw"))
+    stop = api.post("/api/experiments/exp/stop", format="json", **basic("op", "pw"))
+    unknown = api.post("/api/experiments/exp/explode", format="json", **basic("op", "pw"))
+    bad = api.post("/api/experiments/exp/reset", {"version": "x"}, format="json", **basic("op", "pw"))
+
+    assert (refused.status_code, refused.json()["error"]) == (401, "operator_required")
+    assert reset.status_code == 200 and reset.json()["model_version"] == 3
+    assert stop.json() == {"name": "exp", "status": "stopped", "changed": True, "model_version": 3}
+    assert (unknown.status_code, bad.status_code) == (404, 400)
+    assert ModelVersion.objects.get(experiment=experiment, version=3).contributors[0]["rollback_to"] == 0
