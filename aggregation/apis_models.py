@@ -3,7 +3,7 @@ experiment's initial model and report federated evaluations."""
 from typing import Any
 
 from drf_spectacular.utils import extend_schema
-from rest_framework.authentication import BasicAuthentication, SessionAuthentication
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
@@ -21,6 +21,7 @@ from aggregation.services.lifecycle import experiment_reset, experiment_resume, 
 from aggregation.services.updates import round_failure_report
 from fedsite.errors import ApplicationError
 from fedsite.jsonparse import BoundedJSONParser, json_loads
+from fedsite.throttle import ThrottledBasicAuthentication
 from nodes_app.auth import node_from_request
 from nodes_app.services import node_touch
 
@@ -44,7 +45,7 @@ def operator_denied(request: Request) -> None:
 class ExperimentActionApi(APIView):
     """An operator stops, resumes or resets (rolls back) an experiment's run."""
 
-    authentication_classes = [BasicAuthentication, SessionAuthentication]
+    authentication_classes = [ThrottledBasicAuthentication, SessionAuthentication]
     permission_classes = [IsAdminUser]
 
     def permission_denied(self, request: Request, message: str | None = None, code: str | None = None) -> None:
@@ -83,7 +84,7 @@ class ExperimentsApi(ExperimentListApi):
         return getattr(getattr(self, "request", None), "method", None) == "POST"
 
     def get_authenticators(self) -> list:
-        return [BasicAuthentication(), SessionAuthentication()] if self._creating() else []
+        return [ThrottledBasicAuthentication(), SessionAuthentication()] if self._creating() else []
 
     def get_permissions(self) -> list:
         return [IsAdminUser()] if self._creating() else []

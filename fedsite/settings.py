@@ -252,6 +252,14 @@ FL_DASHBOARD_LOGIN_REQUIRED = envbool("FL_DASHBOARD_LOGIN_REQUIRED", False)
 # Every read (dashboard, API, model downloads, /metrics without its token) needs a login or a node's
 # token; FL_DASHBOARD_LOGIN_REQUIRED, its older name, turns it on too.
 FL_LOGIN_REQUIRED = envbool("FL_LOGIN_REQUIRED", False) or FL_DASHBOARD_LOGIN_REQUIRED
+# Sign-in throttling (admin login, operator API): this many failures for one account from one address
+# (four times as many from one address) within the window make it wait for the window's end.
+FL_LOGIN_MAX_FAILURES = envint("FL_LOGIN_MAX_FAILURES", 5, minimum=1)
+FL_LOGIN_WINDOW_S = envfloat("FL_LOGIN_WINDOW_S", 900.0, minimum=1.0)
+# The throttle's counts live in the cache: Redis in the scaled mode, so every web process shares them.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                      "KEY_PREFIX": "fedsite"}} if REDIS_URL else {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 LOG_LEVEL = envstr("LOG_LEVEL", "INFO").upper()
 LOGGING = {

@@ -8,9 +8,11 @@ from drf_spectacular.views import SpectacularAPIView
 from aggregation.metrics import metrics_view
 from aggregation.views import dashboard
 from fedsite.errors import error_response
+from fedsite.throttle import admin_login
 
 urlpatterns = [
     path("", dashboard, name="dashboard"),
+    path("admin/login/", admin_login, name="admin-login-throttled"),
     path("admin/", admin.site.urls),
     path("metrics", metrics_view, name="metrics"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -70,7 +70,8 @@ class Command(BaseCommand):
                                           **{k: v for k, v in fields.items() if v is not None})
         except ApplicationError as exc:
             raise CommandError(exc.detail) from None
-        self.stdout.write(experiment_description(experiment))
+        opened = "\n  round 1 is open" if experiment.status == Experiment.Status.RUNNING else ""
+        self.stdout.write(experiment_description(experiment) + opened)
 
 
 def experiment_description(experiment: Experiment) -> str:
