@@ -15,3 +15,5 @@ FL_ENROLLMENT_TOKEN = "test-enrollment-token"
 # One SQLite test database per test process, so two test runs on one machine never share a file.
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
     DATABASES["default"]["TEST"]["NAME"] = str(DATA_DIR / f"test-{os.getpid()}.sqlite3")  # noqa: F405
+# The sign-in throttle's counts: per test process, never a shared Redis that a test's cache.clear() would flush.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
