@@ -37,15 +37,19 @@ def _assert_json_error_or_success(response) -> None:
 @FUZZ
 @given(path=st.sampled_from(POSTS), body=bodies, authenticated=st.booleans())
 def test_any_post_body_gets_an_answer_below_500(experiment, api, register, path, body, authenticated):
-    token = register("fuzz") if authenticated and not hasattr(experiment, "_fuzz_token") else None
-    if token:
-        experiment._fuzz_token = token
-    headers = {"HTTP_AUTHORIZATION": f"Bearer {experiment._fuzz_token}"} if authenticated else {}
     content_type, payload = body
 
-    response = api.generic("POST", path, payload, content_type=content_type, **headers)
+    response = _post(experiment, api, register, path, payload, content_type, authenticated)
 
     _assert_json_error_or_success(response)
+
+
+def _post(experiment, api, register, path: str, payload: bytes, content_type: str, authenticated: bool):
+    """POST as an enrolled node (one token per experiment fixture) or anonymously."""
+    if authenticated and not hasattr(experiment, "_fuzz_token"):
+        experiment._fuzz_token = register("fuzz")
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {experiment._fuzz_token}"} if authenticated else {}
+    return api.generic("POST", path, payload, content_type=content_type, **headers)
 
 
 @FUZZ
@@ -79,11 +83,6 @@ hostile_bodies = st.one_of(
 @FUZZ
 @given(path=st.sampled_from(POSTS), body=hostile_bodies, authenticated=st.booleans())
 def test_hostile_json_gets_an_answer_below_500(experiment, api, register, path, body, authenticated):
-    token = register("fuzz") if authenticated and not hasattr(experiment, "_fuzz_token") else None
-    if token:
-        experiment._fuzz_token = token
-    headers = {"HTTP_AUTHORIZATION": f"Bearer {experiment._fuzz_token}"} if authenticated else {}
-
-    response = api.generic("POST", path, body.encode(), content_type="application/json", **headers)
+    response = _post(experiment, api, register, path, body.encode(), "application/json", authenticated)
 
     _assert_json_error_or_success(response)
