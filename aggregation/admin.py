@@ -192,6 +192,9 @@ class RoundAdmin(admin.ModelAdmin):
                        "closed_at", "metrics", "failure_reason")
     inlines = [UpdateInline]
 
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # rounds are opened by the federation, never by hand
+
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return super().get_queryset(request).select_related("experiment", "base_version").annotate(
             n_updates=Count("updates"))

@@ -184,7 +184,7 @@ class Update(models.Model):
         constraints = [models.UniqueConstraint(fields=["round", "node"], name="one_update_per_node_and_round")]
 
     def __str__(self) -> str:
-        return f"{self.round} from {self.node_id}"
+        return f"{self.round} from node {self.node.node_id}"  # the node's id, not its database key
 
 
 class Evaluation(models.Model):

@@ -211,3 +211,17 @@ def test_the_resume_action_runs_a_stopped_experiment_again(admin_client):
 
     assert Experiment.objects.get(name="to-resume").status == "running"
     assert Round.objects.filter(experiment=experiment, status="open").count() == 1
+
+
+def test_an_update_is_named_by_its_node_id_and_rounds_cannot_be_added_by_hand(admin_client):
+    from aggregation.services.experiment_setup import experiment_setup
+    from nodes_app.models import Node
+
+    experiment = experiment_setup(name="labels")
+    Node.objects.create(node_id="placeholder", token_hash="a" * 64)  # site-b's database key is not its id
+    node = Node.objects.create(node_id="site-b", token_hash="b" * 64)
+    rnd = Round.objects.get(experiment=experiment, number=1)
+    update = rnd.updates.create(node=node, num_examples=1, sha256="0" * 64, size=0, parameters=b"")
+
+    assert str(update) == "labels round 1 from node site-b"
+    assert admin_client.get("/admin/aggregation/round/add/").status_code == 403
