@@ -102,4 +102,20 @@ def test_the_demo_trains_a_digits_classifier_and_prints_its_accuracy(tmp_path):
                                                done.stdout, re.M)]
     assert len(accuracies) == 4, done.stdout
     assert accuracies[-1] > 0.8 and accuracies[-1] >= accuracies[0]
-    assert "dirichlet:0.5 split of digits" in done.stdout
+    assert "dirichlet:0.5 split of digits and train with fedavg;" in done.stdout
+    assert "waiting for nodes: 3 of 3 registered" in done.stdout  # round 1 waits for the nodes: it says so
+
+
+def test_the_demo_takes_a_strategy_and_refuses_an_unknown_one_with_the_choices(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "DEBUG": "1", "PYTHONUNBUFFERED": "1"}
+    argv = [sys.executable, "manage.py", "demo", "--exit", "--rounds", "1", "--nodes", "2", "--port",
+            str(free_port()), "--dir", str(tmp_path / "demo")]
+
+    adam = subprocess.run([*argv, "--strategy", "fedadam", "--strategy-params", '{"eta": 0.05}'], cwd=ROOT,
+                          capture_output=True, text=True, timeout=240, env=env)
+    typo = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          env={**env, "FL_STRATEGY": "fedadm"})
+
+    assert adam.returncode == 0 and 'train with fedadam {"eta": 0.05}' in adam.stdout, adam.stdout + adam.stderr
+    assert re.search(r"^round 1: closed, 2 updates", adam.stdout, re.M)
+    assert typo.returncode == 1 and "unknown strategy 'fedadm'; choose one of: fedavg" in typo.stderr

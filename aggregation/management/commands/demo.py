@@ -5,6 +5,7 @@ hold a non-IID split of scikit-learn's digits and train a classifier together. P
 every round as it closes and leaves the dashboard running.
 """
 import argparse
+import json
 import os
 import secrets
 import shutil
@@ -35,6 +36,10 @@ class Command(BaseCommand):
                             help="How the digits are split between the nodes: iid, dirichlet:ALPHA or shards:K.")
         parser.add_argument("--stop-when", default="", help="Early stop, e.g. test_accuracy>=0.95 (default none).")
         parser.add_argument("--patience", type=int, default=1, help="Rounds in a row --stop-when must hold.")
+        parser.add_argument("--strategy", default=os.environ.get("FL_STRATEGY") or "fedavg",
+                            help="Aggregation strategy (default FL_STRATEGY, else fedavg).")
+        parser.add_argument("--strategy-params", default=os.environ.get("FL_STRATEGY_PARAMS") or "{}",
+                            help='Its hyperparameters as JSON, e.g. \'{"eta": 0.05}\' (default FL_STRATEGY_PARAMS).')
         parser.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)  # internal: see _prepare
         parser.add_argument("--port", type=int, default=5000)
         parser.add_argument("--dir", default=str(Path(settings.BASE_DIR) / "var" / "demo"),
@@ -51,8 +56,9 @@ class Command(BaseCommand):
                 stop_condition_parse(options["stop_when"])
             except ValueError as exc:
                 raise CommandError(f"--stop-when: {exc}") from None
+        strategy_params = _strategy_checked(options["strategy"], options["strategy_params"])
         if options["prepare"]:
-            self._prepare(options)
+            self._prepare(options, strategy_params)
             return
         workdir = Path(options["dir"])
         shutil.rmtree(workdir, ignore_errors=True)
@@ -69,7 +75,8 @@ class Command(BaseCommand):
         # The demo's experiment is created in the demo's own database, by this command in a child process.
         subprocess.run([*manage, "demo", "--prepare", "--nodes", str(options["nodes"]), "--rounds",
                         str(options["rounds"]), "--stop-when", options["stop_when"], "--patience",
-                        str(options["patience"])], env={**env, "LOG_LEVEL": "WARNING"}, check=True)
+                        str(options["patience"]), "--strategy", options["strategy"], "--strategy-params",
+                        options["strategy_params"]], env={**env, "LOG_LEVEL": "WARNING"}, check=True)
         procs: list[subprocess.Popen] = []
 
         def spawn(name: str, argv: list[str]) -> None:
@@ -86,10 +93,12 @@ class Command(BaseCommand):
                                        "--partition", options["partition"], "--num-partitions", str(options["nodes"]),
                                        "--partition-id", str(node - 1), "--seed", "0"])
             self.stdout.write(f"dashboard: {url}/   (logs in {workdir})")
-            self.stdout.write(f"{options['nodes']} nodes hold a {options['partition']} split of digits; the server "
-                              "scores every new model on the 20% of digits no node holds")
+            params = f" {json.dumps(strategy_params)}" if strategy_params else ""
+            self.stdout.write(f"{options['nodes']} nodes hold a {options['partition']} split of digits and train with "
+                              f"{options['strategy']}{params}; the server scores every new model on the 20% of "
+                              "digits no node holds")
             self._show_split(options["nodes"], options["partition"])
-            self._follow(url, options["rounds"])
+            self._follow(url, options["rounds"], options["nodes"])
             self.stdout.write(self.style.SUCCESS(f"run finished. dashboard: {url}/"))
             if not options["exit"]:
                 self.stdout.write("the server keeps running for the dashboard; press Ctrl-C to stop")
@@ -117,18 +126,26 @@ class Command(BaseCommand):
                 time.sleep(0.2)
         raise CommandError(f"the server did not answer at {url}; see {workdir / 'server.log'}")
 
-    def _follow(self, url: str, rounds: int) -> None:
+    def _follow(self, url: str, rounds: int, nodes: int) -> None:
         shown: set[int] = set()
         started = time.monotonic()
+        registered = -1
         while True:
             # Status first: once it says finished, the history read after it holds the last round too.
-            finished = requests.get(f"{url}/status", timeout=10).json().get("run_status") in ("finished", "stopped")
+            status = requests.get(f"{url}/status", timeout=10).json()
             history = requests.get(f"{url}/api/rounds", timeout=10).json()["rounds"]
+            if not shown and registered < nodes:  # round 1 waits for the nodes to start (seconds on a busy box)
+                count = len(requests.get(f"{url}/api/nodes", timeout=10).json())
+                if count != registered:
+                    registered = count
+                    self.stdout.write(f"waiting for nodes: {count} of {nodes} registered")
             for entry in history:
                 if entry["status"] in ("closed", "failed") and entry["number"] not in shown:
                     shown.add(entry["number"])
                     self.stdout.write(_round_line(entry))
-            if finished:
+            if status.get("run_status") in ("finished", "stopped"):
+                if status["run_status"] == "stopped":
+                    self.stdout.write("the run was stopped by an operator")
                 return
             if time.monotonic() - started > 120 * rounds:
                 raise CommandError("the demo made no progress; see the logs")
@@ -145,7 +162,7 @@ class Command(BaseCommand):
             self.stdout.write(f"  node {number}: {counts.sum():4d} digits, per class 0-9: "
                               + " ".join(f"{c:3d}" for c in counts))
 
-    def _prepare(self, options: dict[str, Any]) -> None:
+    def _prepare(self, options: dict[str, Any], strategy_params: dict[str, Any]) -> None:
         """In the demo's database: migrate, then create the digits experiment the server will serve."""
         from aggregation.fl.metrics import stop_condition_parse
         from aggregation.fl.model import MLPSpec
@@ -157,10 +174,23 @@ class Command(BaseCommand):
             call_command("migrate", verbosity=0)
         experiment_create(
             name=settings.FL_EXPERIMENT, model_spec=MLPSpec((64, 32, 10), "classification").to_dict(),
-            strategy="fedavg", total_nodes=options["nodes"], min_nodes=options["nodes"], round_timeout_s=120.0,
+            strategy=options["strategy"], strategy_params=strategy_params, total_nodes=options["nodes"],
+            min_nodes=options["nodes"], round_timeout_s=120.0,
             max_rounds=options["rounds"], epochs=5, learning_rate=0.1, batch_size=32, seed=0, server_eval="digits",
             stop_metric=stop[0], stop_op=stop[1], stop_threshold=stop[2], stop_patience=options["patience"],
         )
+
+
+def _strategy_checked(name: str, params_json: str) -> dict[str, Any]:
+    """The strategy's hyperparameters, or a CommandError saying what is wrong with the strategy or them."""
+    from aggregation.fl.registry import strategy_create
+
+    try:
+        params = json.loads(params_json)
+        strategy_create(name, params)
+    except ValueError as exc:
+        raise CommandError(f"--strategy {name} --strategy-params {params_json}: {exc}") from None
+    return params
 
 
 def _round_line(entry: dict[str, Any]) -> str:
