@@ -145,8 +145,8 @@ class RoundCurrentApi(APIView):
             with events.state_changed:
                 events.state_changed.wait(timeout=min(LONGPOLL_RECHECK_S[settings.FL_MODE], remaining))
             marker = selectors.round_marker(experiment)
-        if marker[1] != experiment.status:  # the run ended (or resumed) during the wait
-            experiment.refresh_from_db(fields=["status", "finish_reason"])
+        if marker[1] != experiment.status:  # the run ended, resumed or got its first model during the wait
+            experiment.refresh_from_db()
         return Response(selectors.round_state(experiment))
 
 

@@ -111,7 +111,7 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     token = settings.FL_METRICS_TOKEN
     user = getattr(request, "user", None)
     operator = user is not None and user.is_authenticated and user.is_active
-    if token and not operator and not secrets.compare_digest(request.META.get("HTTP_AUTHORIZATION", ""),
-                                                             f"Bearer {token}"):
+    given = request.META.get("HTTP_AUTHORIZATION", "").encode("utf-8", "surrogateescape")
+    if token and not operator and not secrets.compare_digest(given, f"Bearer {token}".encode()):
         return error_response("bad_token", "Scraping /metrics needs 'Authorization: Bearer <FL_METRICS_TOKEN>'.", 401)
     return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)

@@ -32,7 +32,7 @@ def read_allowed(request: HttpRequest) -> bool:
     if not token:
         return False
     if request.path == "/metrics" and settings.FL_METRICS_TOKEN:
-        return secrets.compare_digest(token, settings.FL_METRICS_TOKEN)
+        return secrets.compare_digest(token.encode("utf-8", "surrogateescape"), settings.FL_METRICS_TOKEN.encode())
     from nodes_app.models import Node
     from nodes_app.services import token_hash
 

@@ -141,25 +141,31 @@ class ClientAdapter:
         manifest = manifest_of(spec)
         if manifest == self.manifest:
             return
-        self.manifest = manifest
         identity = list(range(len(manifest.tensors)))
         arrays = _arrays(self._call("get_parameters", {}), "get_parameters")
+        names = self.client_names() if arrays else None
         if not arrays:  # Flower's default get_parameters: the client takes the tensors in the manifest's order
-            self.order, self.names = identity, manifest.names()
-            return
-        names = self.client_names()
-        if names is not None:
-            self.order = self._by_name(manifest, names, arrays)
-        elif not manifest.first_mismatch(arrays):
-            self.order = identity
+            order = identity
+        elif names is not None:
+            order = self._by_name(manifest, names, arrays)
+        elif not manifest.first_mismatch(arrays) and (_unique_shapes(manifest)
+                                                       or manifest.names() == default_names(len(arrays))):
+            # Position by position fits, and no two tensors could trade places (or the manifest came from
+            # this kind of client: --init-from-node names them param_0, param_1, ... in the client's order).
+            order = identity
         else:
-            self.order = self._by_shape(manifest, arrays)
-        self.names = [manifest.tensors[i].name for i in self.order]
-        if self.order != identity:
+            order = self._by_shape(manifest, arrays)
+        # Only a complete match is kept: a failed bind must not leave a half-made order behind.
+        self.manifest, self.order = manifest, order
+        self.names = [manifest.tensors[i].name for i in order]
+        if order != identity:
             logger.info("client tensors matched to the experiment's by %s: %s", "name" if names else "shape",
                         ", ".join(self.names))
 
     def _by_name(self, manifest: Manifest, names: list[str], arrays: NDArrays) -> list[int]:
+        if len(set(names)) != len(names) or len(names) != len(arrays):
+            raise ClientMismatch(f"get_parameter_names gave {len(names)} names ({len(set(names))} different) for "
+                                 f"{len(arrays)} tensors; each tensor needs its own name")
         index = {n: i for i, n in enumerate(manifest.names())}
         for name, arr in zip(names, arrays):
             if name not in index:
@@ -190,9 +196,9 @@ class ClientAdapter:
             if len(matches) > 1:
                 raise ClientMismatch(
                     f"tensors {', '.join(repr(manifest.tensors[j].name) for j in matches)} share shape "
-                    f"{list(shapes[matches[0]])}, so the client's arrays cannot be matched by shape; give the client "
-                    "a get_parameter_names(config) method, or return them in the experiment's order "
-                    f"({', '.join(manifest.names())})")
+                    f"{list(shapes[matches[0]])}, so the client's arrays cannot be matched to the experiment's "
+                    f"tensors ({', '.join(manifest.names())}) by shape: give the client a "
+                    "get_parameter_names(config) method returning their names")
             order.append(matches[0])
         unmatched = [t for j, t in enumerate(manifest.tensors) if j not in order]
         if unmatched:  # two of the client's arrays took the same tensor's shape, so another has no array
@@ -233,6 +239,11 @@ class ClientAdapter:
             raise ClientMismatch("evaluate must return (loss, num_examples, metrics)")
         return (_number(result[0], "evaluate's loss"), _count(result[1], "evaluate's num_examples"),
                 _metrics(result[2], "evaluate's metrics"))
+
+
+def _unique_shapes(manifest: Manifest) -> bool:
+    shapes = manifest.shapes()
+    return len(set(shapes)) == len(shapes)
 
 
 def manifest_in_order(manifest: Manifest, order: list[int]) -> Manifest:

@@ -66,7 +66,9 @@ def address_validate(address: object) -> str:
 def enrollment_check(enrollment_token: str | None) -> None:
     expected = settings.FL_ENROLLMENT_TOKEN
     if expected:
-        if not enrollment_token or not secrets.compare_digest(enrollment_token, expected):
+        # Bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500).
+        given = (enrollment_token or "").encode("utf-8", "surrogateescape")
+        if not given or not secrets.compare_digest(given, expected.encode()):
             raise ApplicationError(
                 "bad_enrollment_token",
                 "Registration needs the server's enrollment token in the X-Enrollment-Token header.", 403,

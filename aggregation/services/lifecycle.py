@@ -17,51 +17,70 @@ from fedsite.errors import ApplicationError
 logger = logging.getLogger("fedsite.experiments")
 
 
-def experiment_stop(experiment: Experiment, reason: str = "stopped by an operator") -> bool:
-    """End a running (or initializing) run now: nodes finish with the latest model; False if it had ended."""
-    with transaction.atomic():
-        stopped = Experiment.objects.filter(
-            pk=experiment.pk, status__in=(Experiment.Status.RUNNING, Experiment.Status.INITIALIZING)
-        ).update(status=Experiment.Status.STOPPED, finish_reason=reason)
-        if stopped:
-            latest = experiment.versions.order_by("-version").values_list("version", flat=True).first()
-            events.event_send("run.finished", experiment, {"model_version": latest, "reason": reason})
-    if stopped:
-        logger.info("experiment %s stopped: %s", experiment.name, reason)
-    experiment.refresh_from_db(fields=["status", "finish_reason"])
-    return bool(stopped)
+def _lock_run(experiment: Experiment) -> tuple[Experiment, Round | None]:
+    """Lock the latest round, then the experiment: the order round_aggregate takes them in, so the two queue
+    instead of deadlocking (PostgreSQL; SQLite serialises writers anyway). Call inside a transaction."""
+    experiment.rounds.select_for_update().order_by("-number").first()
+    locked = Experiment.objects.select_for_update().get(pk=experiment.pk)
+    # Read again: an aggregation we waited for may have opened the next round before letting go.
+    return locked, locked.rounds.select_for_update().order_by("-number").first()
 
 
-def _latest(experiment: Experiment) -> ModelVersion | None:
-    return experiment.versions.order_by("-version").first()
-
-
-def _open_round_on(experiment: Experiment, version: ModelVersion, why: str) -> Round:
-    """Fail an open round (its updates were for another model) and open a new one on `version`."""
-    current = experiment.rounds.select_for_update().order_by("-number").first()
+def _supersede(current: Round | None, why: str) -> None:
+    """Fail the open round (its updates were for a run that changed) so it takes no more uploads."""
     if current is not None and current.status == Round.Status.AGGREGATING:
         raise ApplicationError("round_aggregating", f"Round {current.number} is being aggregated; try again in a "
                                "moment.", 409)
     if current is not None and current.status == Round.Status.OPEN:
         current.status, current.closed_at, current.failure_reason = Round.Status.FAILED, timezone.now(), why
         current.save(update_fields=["status", "closed_at", "failure_reason"])
-    return round_open(experiment, version)
+        events.event_send("round.failed", current.experiment, {"round": current.number, "reason": why})
+
+
+def _latest(experiment: Experiment) -> ModelVersion | None:
+    return experiment.versions.order_by("-version").first()
+
+
+def experiment_stop(experiment: Experiment, reason: str = "stopped by an operator") -> bool:
+    """End a running (or initializing) run now: its open round takes no more updates and nodes finish with the
+    latest model. False if it had ended already."""
+    with transaction.atomic():
+        locked, current = _lock_run(experiment)
+        if locked.status not in (Experiment.Status.RUNNING, Experiment.Status.INITIALIZING):
+            return False
+        _supersede(current, reason)
+        locked.status, locked.finish_reason = Experiment.Status.STOPPED, reason
+        locked.save(update_fields=["status", "finish_reason"])
+        latest = _latest(locked)
+        events.event_send("run.finished", locked, {"model_version": latest.version if latest else None,
+                                                   "reason": reason})
+    logger.info("experiment %s stopped: %s", experiment.name, reason)
+    experiment.refresh_from_db(fields=["status", "finish_reason"])
+    return True
 
 
 def experiment_resume(experiment: Experiment) -> bool:
-    """Run a stopped or finished experiment again from its latest model; False if it was running already."""
+    """Run a stopped experiment again from its latest model (or from its first node's, if it had none yet).
+
+    A finished run is not resumed: its max_rounds or stop condition would end it again at once; reset it to
+    a version, or raise max_rounds first. False if it was running already.
+    """
     with transaction.atomic():
-        locked = Experiment.objects.select_for_update().get(pk=experiment.pk)
-        if locked.status == Experiment.Status.RUNNING:
+        locked, current = _lock_run(experiment)
+        if locked.status in (Experiment.Status.RUNNING, Experiment.Status.INITIALIZING):
             return False
+        if locked.status == Experiment.Status.FINISHED:
+            raise ApplicationError("run_finished", f"Experiment {locked.name!r} finished ({locked.finish_reason}); "
+                                   "raise its max_rounds or reset it to a version to train on.", 409)
         latest = _latest(locked)
-        if latest is None:
-            raise ApplicationError("no_model", f"Experiment {locked.name!r} has no model yet to resume from.", 409)
-        locked.status, locked.finish_reason = Experiment.Status.RUNNING, ""
+        locked.status = Experiment.Status.RUNNING if latest else Experiment.Status.INITIALIZING
+        locked.finish_reason = ""
         locked.save(update_fields=["status", "finish_reason"])
-        _open_round_on(locked, latest, "superseded when the run was resumed")
-        events.event_send("run.resumed", locked, {"model_version": latest.version})
-    logger.info("experiment %s resumed from v%d", experiment.name, latest.version)
+        if latest is not None:
+            _supersede(current, "superseded when the run was resumed")
+            round_open(locked, latest)
+        events.event_send("run.resumed", locked, {"model_version": latest.version if latest else None})
+    logger.info("experiment %s resumed from %s", experiment.name, f"v{latest.version}" if latest else "scratch")
     experiment.refresh_from_db(fields=["status", "finish_reason"])
     return True
 
@@ -71,11 +90,12 @@ def experiment_reset(experiment: Experiment, version: int, by: str = "an operato
     lineage (parent: the latest version; contributors: the rollback), and a new round on it; the run resumes.
     """
     with transaction.atomic():
-        locked = Experiment.objects.select_for_update().get(pk=experiment.pk)
+        locked, current = _lock_run(experiment)
         target = locked.versions.filter(version=version).first()
         if target is None:
             raise ApplicationError("unknown_version", f"Experiment {locked.name!r} has no model version {version}.",
                                    404)
+        _supersede(current, f"superseded by a rollback to v{version}")
         latest = _latest(locked)
         spec = experiment_spec(locked)
         params, _ = params_loads(spec, bytes(target.parameters))
@@ -89,7 +109,7 @@ def experiment_reset(experiment: Experiment, version: int, by: str = "an operato
         )
         locked.status, locked.finish_reason = Experiment.Status.RUNNING, ""
         locked.save(update_fields=["status", "finish_reason"])
-        _open_round_on(locked, reset, f"superseded by a rollback to v{version}")
+        round_open(locked, reset)
         events.event_send("run.reset", locked, {"model_version": number, "rollback_to": version})
     logger.warning("experiment %s rolled back to v%d by %s: new version v%d", experiment.name, version, by, number)
     experiment.refresh_from_db(fields=["status", "finish_reason"])

@@ -93,6 +93,12 @@ def _next_version_number(experiment: Experiment) -> int:
 
 def _finish_or_continue(experiment: Experiment, base: ModelVersion, stop_reason: str = "") -> None:
     """Finish the run (max_rounds reached, or `stop_reason` from the stop condition) or open the next round."""
+    # The run's status now, locked after the round (the order lifecycle actions take too): an operator may
+    # have stopped the run while this round aggregated, and a stopped run gets no new round.
+    experiment.status = (Experiment.objects.select_for_update().filter(pk=experiment.pk)
+                         .values_list("status", flat=True).get())
+    if experiment.status != Experiment.Status.RUNNING:
+        return
     versions_made = base.version
     if not stop_reason and experiment.max_rounds and versions_made >= experiment.max_rounds:
         stop_reason = f"max_rounds reached ({experiment.max_rounds})"
@@ -102,7 +108,7 @@ def _finish_or_continue(experiment: Experiment, base: ModelVersion, stop_reason:
         experiment.status, experiment.finish_reason = Experiment.Status.FINISHED, stop_reason
         logger.info("[%s] run finished after %d rounds: %s", experiment.name, versions_made, stop_reason)
         events.event_send("run.finished", experiment, {"model_version": versions_made, "reason": stop_reason})
-    elif experiment.status == Experiment.Status.RUNNING:
+    else:
         round_open(experiment, base)
 
 

@@ -92,3 +92,44 @@ def test_operators_act_through_the_api_and_nodes_cannot(experiment, api, registe
     assert stop.json() == {"name": "exp", "status": "stopped", "changed": True, "model_version": 3}
     assert (unknown.status_code, bad.status_code) == (404, 400)
     assert ModelVersion.objects.get(experiment=experiment, version=3).contributors[0]["rollback_to"] == 0
+
+
+def test_a_stopped_run_takes_no_more_updates(make_experiment, register, uploader):
+    experiment = make_experiment(total_nodes=2, min_nodes=2)
+    tokens = [register(str(i)) for i in range(2)]
+    uploader(tokens[0], 1, params_for(7))
+
+    manage("stop", "exp")
+    late = uploader(tokens[1], 1, params_for(7))
+
+    assert (late.status_code, late.json()["error"]) == (409, "round_closed")
+    assert list(experiment.versions.values_list("version", flat=True)) == [0]
+
+
+def test_an_aggregation_that_ends_after_a_stop_opens_no_new_round(make_experiment, register, uploader):
+    from aggregation.services import round_aggregate
+
+    # Prepare: round 1 full and aggregating when the operator's stop lands (its status written directly, as a
+    # stop committed by another process while the worker aggregates would be)
+    experiment = make_experiment(total_nodes=3, min_nodes=2)
+    for token in [register(str(i)) for i in range(2)]:
+        uploader(token, 1, params_for(7))
+    Round.objects.filter(experiment=experiment, number=1).update(status=Round.Status.AGGREGATING)
+    Experiment.objects.filter(pk=experiment.pk).update(status=Experiment.Status.STOPPED, finish_reason="operator")
+
+    # Execute
+    round_aggregate(Round.objects.get(experiment=experiment, number=1).pk)
+
+    # Assert: version 1 is kept (the updates were accepted), but the run stays stopped with no round 2
+    assert experiment.versions.filter(version=1).exists()
+    assert not Round.objects.filter(experiment=experiment, number=2).exists()
+    assert Experiment.objects.get(pk=experiment.pk).status == Experiment.Status.STOPPED
+
+
+def test_a_finished_run_is_not_resumed_but_can_be_reset(make_experiment, register, uploader):
+    experiment = make_experiment(max_rounds=1)
+    run_rounds(experiment, register, uploader, 1)
+
+    with pytest.raises(CommandError, match="raise its max_rounds or reset it"):
+        manage("resume", "exp")
+    assert "model v2 is v1's parameters" in manage("reset", "exp", "--to", "1")

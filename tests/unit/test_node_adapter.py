@@ -81,15 +81,50 @@ def test_fit_sees_the_clients_order_and_returns_the_manifests(client, how):
     assert client.configs[0]["server_round"] == 3
 
 
-def test_identity_wins_when_the_arrays_fit_even_if_shapes_repeat():
-    adapter = bound(Client([0, 1, 2], SAME_SHAPES), SAME_SHAPES)
+def test_repeated_shapes_without_names_are_a_mismatch_even_when_positions_fit():
+    # A sorted init file and a client in its own order fit position by position and still swap layers.
+    with pytest.raises(ClientMismatch, match="'a.bias', 'b.bias' share shape \\[2\\]"):
+        bound(Client([0, 1, 2], SAME_SHAPES), SAME_SHAPES)
 
-    assert adapter.order == [0, 1, 2]
+
+def test_repeated_shapes_are_fine_with_names_or_when_the_manifest_came_from_such_a_client():
+    named = bound(NamedClient([0, 1, 2], SAME_SHAPES), SAME_SHAPES)
+    from_node = Manifest(tuple(TensorSpec(f"param_{i}", t.shape) for i, t in enumerate(SAME_SHAPES.tensors)))
+    unnamed = bound(Client([0, 1, 2], from_node), from_node)
+
+    assert named.order == unnamed.order == [0, 1, 2]
+
+
+def test_a_failed_bind_leaves_nothing_half_made():
+    class FlakyOnce(NamedClient):
+        calls = 0
+
+        def get_parameters(self, config):
+            FlakyOnce.calls += 1
+            if FlakyOnce.calls == 1:
+                raise RuntimeError("disk busy")
+            return super().get_parameters(config)
+
+    adapter = ClientAdapter(FlakyOnce([1, 0, 2, 3]))
+    with pytest.raises(ClientFailed):
+        adapter.bind(SPEC)
+    adapter.bind(SPEC)
+
+    assert adapter.order == [1, 0, 2, 3]
+
+
+def test_duplicate_names_are_a_mismatch():
+    class Dup(NamedClient):
+        def get_parameter_names(self, config):
+            return ["conv.weight", "conv.bias", "conv.weight", "fc.bias"]
+
+    with pytest.raises(ClientMismatch, match="each tensor needs its own name"):
+        ClientAdapter(Dup([0, 1, 2, 3])).bind(SPEC)
 
 
 def test_repeated_shapes_out_of_order_are_a_mismatch_naming_the_tensors():
     with pytest.raises(ClientMismatch, match="tensors 'a.bias', 'b.bias' share shape \\[2\\], so the client's arrays "
-                                             "cannot be matched by shape; give the client a get_parameter_names"):
+                                             "cannot be matched .* by shape: give the client a get_parameter_names"):
         bound(Client([1, 0, 2], SAME_SHAPES), SAME_SHAPES)
 
 
