@@ -59,6 +59,8 @@ MIDDLEWARE = [
 # TLS (README "Deploying behind TLS"): FL_HTTPS=1 when clients reach the server over https, directly or
 # through a proxy (FL_BEHIND_PROXY=1 trusts its X-Forwarded-Proto). `check --deploy` is then clean.
 FL_HTTPS = envbool("FL_HTTPS", False)
+# Behind a proxy: its X-Forwarded-Proto says https, its X-Forwarded-For's last address is the client's.
+FL_BEHIND_PROXY = envbool("FL_BEHIND_PROXY", False)
 if FL_HTTPS:
     SECURE_SSL_REDIRECT = True
     SECURE_REDIRECT_EXEMPT = [r"^status$"]  # a load balancer's plain-http health check
@@ -67,7 +69,7 @@ if FL_HTTPS:
     # Both bind every subdomain (and, preloaded, browsers for years): the operator's decision, off by default.
     SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("FL_HSTS_INCLUDE_SUBDOMAINS", False)
     SECURE_HSTS_PRELOAD = envbool("FL_HSTS_PRELOAD", False)
-    if envbool("FL_BEHIND_PROXY", False):
+    if FL_BEHIND_PROXY:
         SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 CSRF_TRUSTED_ORIGINS = [o.strip() for o in envstr("CSRF_TRUSTED_ORIGINS").split(",") if o.strip()]
 

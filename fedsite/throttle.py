@@ -8,36 +8,50 @@ from django.conf import settings
 from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse
 from rest_framework.authentication import BasicAuthentication
-from rest_framework.exceptions import AuthenticationFailed, Throttled
+from rest_framework.exceptions import Throttled
 
 
-def _keys(ip: str, username: str) -> tuple[str, str]:
-    return f"fl-login:{ip}:{username.lower()[:150]}", f"fl-login:{ip}"
+def _keys(ip: str, username: str) -> tuple[tuple[str, int], tuple[str, int]]:
+    """The counters of this window (fixed windows: a count is one atomic increment, whatever the process)."""
+    window = int(time.time() // settings.FL_LOGIN_WINDOW_S)
+    limit = settings.FL_LOGIN_MAX_FAILURES
+    return (f"fl-login:{window}:{ip}:{username.lower()[:150]}", limit), (f"fl-login:{window}:{ip}", limit * 4)
 
 
-def login_wait_s(ip: str, username: str) -> int:
-    """Seconds until this address may try this account again; 0 when it may now."""
-    account, address = _keys(ip, username)
-    now = time.time()
-    for key, limit in ((account, settings.FL_LOGIN_MAX_FAILURES), (address, settings.FL_LOGIN_MAX_FAILURES * 4)):
-        failures = [t for t in cache.get(key, []) if t > now - settings.FL_LOGIN_WINDOW_S]
-        if len(failures) >= limit:
-            return int(min(failures) + settings.FL_LOGIN_WINDOW_S - now) + 1
-    return 0
+def _wait() -> int:
+    return int(settings.FL_LOGIN_WINDOW_S - time.time() % settings.FL_LOGIN_WINDOW_S) + 1
 
 
-def login_failed(ip: str, username: str) -> None:
-    now = time.time()
-    for key in _keys(ip, username):
-        recent = [t for t in cache.get(key, []) if t > now - settings.FL_LOGIN_WINDOW_S]
-        cache.set(key, [*recent, now][-200:], timeout=int(settings.FL_LOGIN_WINDOW_S) + 1)
+def login_attempt(ip: str, username: str) -> int:
+    """Count a sign-in attempt before checking it: seconds to wait if this address is over its limit, else 0.
+
+    Counted first so parallel attempts cannot all slip under the limit; a success takes its count back.
+    """
+    over = False
+    for key, limit in _keys(ip, username):
+        cache.add(key, 0, timeout=int(settings.FL_LOGIN_WINDOW_S) + 1)
+        try:
+            over |= cache.incr(key) > limit
+        except ValueError:  # expired between add and incr: a new window
+            cache.add(key, 1, timeout=int(settings.FL_LOGIN_WINDOW_S) + 1)
+    return _wait() if over else 0
 
 
 def login_succeeded(ip: str, username: str) -> None:
-    cache.delete(_keys(ip, username)[0])
+    for key, _limit in _keys(ip, username):
+        try:
+            cache.decr(key)
+        except ValueError:
+            pass
+    cache.delete(_keys(ip, username)[0][0])
 
 
 def client_ip(request: Any) -> str:
+    """The client's address; behind a TLS proxy (FL_BEHIND_PROXY=1), the one that proxy appended."""
+    if settings.FL_BEHIND_PROXY:
+        forwarded = [p.strip() for p in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if p.strip()]
+        if forwarded:
+            return forwarded[-1]
     return request.META.get("REMOTE_ADDR", "") or "unknown"
 
 
@@ -46,14 +60,10 @@ class ThrottledBasicAuthentication(BasicAuthentication):
 
     def authenticate_credentials(self, userid: str, password: str, request: Any = None) -> Any:
         ip = client_ip(request) if request is not None else "unknown"
-        wait = login_wait_s(ip, userid)
+        wait = login_attempt(ip, userid)
         if wait:
             raise Throttled(wait, "Too many failed sign-ins for this account from this address.")
-        try:
-            result = super().authenticate_credentials(userid, password, request)
-        except AuthenticationFailed:
-            login_failed(ip, userid)
-            raise
+        result = super().authenticate_credentials(userid, password, request)  # AuthenticationFailed: it counts
         login_succeeded(ip, userid)
         return result
 
@@ -65,14 +75,11 @@ def admin_login(request: HttpRequest) -> HttpResponse:
     username = request.POST.get("username", "") if request.method == "POST" else ""
     ip = client_ip(request)
     if request.method == "POST":
-        wait = login_wait_s(ip, username)
+        wait = login_attempt(ip, username)
         if wait:
             return HttpResponse(f"Too many failed sign-ins for this account from this address; try again in "
-                                f"{math.ceil(wait / 60)} minute(s).\\n", status=429, content_type="text/plain")
+                                f"{math.ceil(wait / 60)} minute(s).\n", status=429, content_type="text/plain")
     response = admin.site.login(request)
-    if request.method == "POST":
-        if response.status_code == 302 and request.user.is_authenticated:
-            login_succeeded(ip, username)
-        else:
-            login_failed(ip, username)
+    if request.method == "POST" and response.status_code == 302 and request.user.is_authenticated:
+        login_succeeded(ip, username)
     return response

@@ -1,12 +1,14 @@
 """Federated evaluation: nodes score a model version on their own held-out data; the server keeps the
 example-weighted mean on the version and on the round that produced it."""
 import logging
-import math
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from aggregation import events
+from aggregation.fl.aggregate import weighted_metrics
+from aggregation.fl.guard import capped_examples
 from aggregation.models import Evaluation, Experiment, ModelVersion, Round
 from fedsite.errors import ApplicationError
 from nodes_app.models import Node
@@ -18,18 +20,15 @@ PREFIX = "federated_"
 
 
 def evaluation_summary(rows: list[tuple[float, int, dict[str, Any]]]) -> dict[str, float | int]:
-    """Example-weighted means of the loss and of every metric (a metric over the nodes that reported it)."""
-    total = sum(n for _, n, _ in rows)
-    summary: dict[str, float | int] = {"loss": math.fsum(loss * n for loss, n, _ in rows) / total}
-    sums: dict[str, list[float]] = {}
-    for _, n, metrics in rows:
-        for key, value in metrics.items():
-            acc = sums.setdefault(key, [0.0, 0.0])
-            acc[0] += value * n
-            acc[1] += n
-    summary.update({key: s / w for key, (s, w) in sorted(sums.items()) if key != "loss"})
-    summary.update(examples=total, nodes=len(rows))
-    return summary
+    """Example-weighted means of the loss and of every metric (a metric over the nodes that reported it).
+
+    Weights are capped as in training (FL_WEIGHT_CAP_FACTOR x the median), so one node claiming billions of
+    examples cannot decide the federated score by itself.
+    """
+    weights = capped_examples([n for _, n, _ in rows], settings.FL_WEIGHT_CAP_FACTOR)
+    means = weighted_metrics([(w, {**metrics, "loss": loss}) for w, (loss, _, metrics) in zip(weights, rows)])
+    return {"loss": means.pop("loss"), **dict(sorted(means.items())),
+            "examples": sum(n for _, n, _ in rows), "nodes": len(rows)}
 
 
 def evaluation_submit(*, experiment: Experiment, version_number: int, node: Node, loss: float, num_examples: int,
@@ -40,6 +39,8 @@ def evaluation_submit(*, experiment: Experiment, version_number: int, node: Node
         raise ApplicationError("unknown_version", f"Model version {version_number} does not exist.", 404)
     fields = {"loss": loss, "num_examples": num_examples, "metrics": metrics}
     with transaction.atomic():
+        # One summary at a time per version: two nodes' reports would otherwise each see only their own row.
+        ModelVersion.objects.select_for_update().filter(pk=version.pk).values_list("pk", flat=True).get()
         existing = Evaluation.objects.filter(version=version, node=node).first()
         if existing is None:
             try:

@@ -63,7 +63,7 @@ def experiment_setup(*, name: str, init_file: bytes | None = None, init_name: st
     if options.get("min_nodes") is None:  # absent or null: the default quorum, never above total_nodes
         try:
             fields["min_nodes"] = min(int(fields["min_nodes"]), int(fields["total_nodes"]))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             pass  # total_nodes is not a number: clean_fields below says so in a sentence
     initial = None
     if (init_file is not None or init_from_node) and "server_eval" not in options:
@@ -88,6 +88,8 @@ def experiment_setup(*, name: str, init_file: bytes | None = None, init_name: st
         candidate.full_clean(validate_unique=False)
     except ValidationError as exc:
         raise ApplicationError("invalid_experiment", _validation_sentence(exc)) from None
+    except OverflowError:  # int(inf) inside Django's field conversion
+        raise ApplicationError("invalid_experiment", "A number option is infinite or too large.") from None
     problems = _number_problems(candidate)
     if problems:  # a NaN timeout reached the database as NULL and was reported as a name clash
         raise ApplicationError("invalid_experiment", " ".join(problems))

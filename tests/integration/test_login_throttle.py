@@ -53,3 +53,15 @@ def test_the_operator_api_throttles_basic_auth_the_same_way(api):
 
     assert answers == [401] * 5
     assert (blocked.status_code, blocked.json()["error"]) == (429, "throttled")
+
+
+def test_behind_a_proxy_the_client_is_the_forwarded_address_not_the_proxy(settings):
+    settings.FL_BEHIND_PROXY = True
+    attacker = Client(HTTP_X_FORWARDED_FOR="203.0.113.9", REMOTE_ADDR="10.0.0.1")
+
+    for i in range(5):
+        sign_in(attacker, "op", f"guess-{i}")
+
+    blocked = sign_in(attacker, "op", "right-password")
+    colleague = sign_in(Client(HTTP_X_FORWARDED_FOR="198.51.100.7", REMOTE_ADDR="10.0.0.1"), "op", "right-password")
+    assert (blocked.status_code, colleague.status_code) == (429, 302)
