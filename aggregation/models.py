@@ -75,7 +75,7 @@ class Experiment(models.Model):
         from django.core.exceptions import ValidationError
 
         from aggregation.datasets import BUILTIN
-        from aggregation.fl.manifest import spec_from_dict
+        from aggregation.fl.manifest import spec_from_dict, spec_pending
         from aggregation.fl.model import MLPSpec
         from aggregation.fl.registry import strategy_create
 
@@ -84,7 +84,7 @@ class Experiment(models.Model):
             strategy_create(self.strategy, self.strategy_params)
         except ValueError as exc:
             errors["strategy_params"] = str(exc)
-        if self.status != self.Status.INITIALIZING:
+        if not spec_pending(self.model_spec):  # no model yet (waiting for, or stopped before, the first node's)
             try:
                 spec = spec_from_dict(self.model_spec)
             except (ValueError, TypeError) as exc:

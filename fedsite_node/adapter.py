@@ -121,6 +121,10 @@ class ClientAdapter:
             raise ClientMismatch("get_parameter_names must return a list of strings")
         return list(names)
 
+    def offers_parameters(self) -> bool:
+        """Whether the client has a get_parameters of its own (Flower's base class answers [])."""
+        return implements(self.client, "get_parameters")
+
     def initial(self) -> tuple[list[str], NDArrays]:
         """(names, float32 arrays) of the client's current model: version 0 for an --init-from-node experiment."""
         arrays = _arrays(self._call("get_parameters", {}), "get_parameters")

@@ -49,6 +49,7 @@ class NodeLoop:
         self.backoff = Backoff(lambda seconds: self._sleep(seconds))
         self._lock = threading.Lock()  # a node's own HTTP API threads share the model with the loop
         self.spec: ModelSpec | None = None
+        self._spec_seen: dict[str, Any] | None = None  # the model_spec JSON self.spec came from
         self.params: NDArrays = []
         self.model_version: Any = None
         self.model_sha256 = ""
@@ -134,9 +135,13 @@ class NodeLoop:
                 # Stopped before any node gave the initial model: there is no model to fetch or spec to read.
                 self.finished, self.state = True, "finished"
                 return False
-            if info.get("model_spec") and (spec := spec_from_dict(info["model_spec"])) != self.spec:
-                with self._lock:
-                    self.spec_changed(spec)
+            # Parsed only when it changes: a manifest of thousands of tensors comes with every poll.
+            if info.get("model_spec") and info["model_spec"] != self._spec_seen:
+                spec = spec_from_dict(info["model_spec"])
+                if spec != self.spec:
+                    with self._lock:
+                        self.spec_changed(spec)
+                self._spec_seen = info["model_spec"]
             if run.get("status") in ("finished", "stopped"):  # max_rounds, a stop condition, or an operator
                 self._finish(run.get("model_version"))
                 return False
@@ -347,6 +352,7 @@ class ClientNode(NodeLoop):
                  **options: Any) -> None:
         super().__init__(node_id, client, state_dir, **options)
         self.adapter = ClientAdapter(numpy_client)
+        self._said_no_initial = False
 
     def spec_changed(self, spec: ModelSpec) -> None:
         try:
@@ -367,4 +373,10 @@ class ClientNode(NodeLoop):
         return self.adapter.evaluate(params, config) if self.adapter.can_evaluate else None
 
     def initial_parameters(self) -> tuple[list[str], NDArrays] | None:
+        if not self.adapter.offers_parameters():
+            if not self._said_no_initial:
+                self._said_no_initial = True
+                logger.info("node %s: the experiment waits for a node's initial model; this client has no "
+                            "get_parameters, so another node must provide it", self.node_id)
+            return None
         return self.adapter.initial()

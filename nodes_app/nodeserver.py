@@ -103,7 +103,8 @@ class NodeRequestHandler(BaseHTTPRequestHandler):
         if expected is None:
             return
         scheme, _, given = self.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected.encode()):
+        if scheme.lower() == "bearer" and given.strip() and hmac.compare_digest(
+                given.strip().encode("utf-8", "surrogateescape"), expected.encode()):
             return
         self.close_connection = True  # the body, if any, stays unread
         if not given:

@@ -132,6 +132,12 @@ class Manifest:
 
 
 ModelSpec = MLPSpec | Manifest
+# An experiment waiting for its first node's parameters (--init-from-node) has this model: none yet.
+PENDING: dict[str, Any] = {"kind": "tensors", "tensors": []}
+
+
+def spec_pending(d: object) -> bool:
+    return d == PENDING
 
 
 def default_names(count: int) -> list[str]:

@@ -10,6 +10,8 @@ from aggregation import events
 from aggregation.fl.aggregate import weighted_metrics
 from aggregation.fl.guard import capped_examples
 from aggregation.models import Evaluation, Experiment, ModelVersion, Round
+from aggregation.services.evaluation import stop_condition_reason
+from aggregation.services.lifecycle import experiment_finish
 from fedsite.errors import ApplicationError
 from nodes_app.models import Node
 
@@ -59,12 +61,22 @@ def evaluation_submit(*, experiment: Experiment, version_number: int, node: Node
         rows = list(version.evaluations.values_list("loss", "num_examples", "metrics"))
         summary = evaluation_summary(rows)
         ModelVersion.objects.filter(pk=version.pk).update(evaluation=summary)
+        stop_reason = ""
         if version.round_id is not None:
             rnd = Round.objects.select_for_update().get(pk=version.round_id)
             rnd.metrics = {**rnd.metrics, **{PREFIX + key: value for key, value in summary.items()}}
             rnd.save(update_fields=["metrics"])
+            # A stop condition on a federated metric is judged here, once the quorum's nodes have scored the
+            # model: at the round's close nobody had scored it yet.
+            if experiment.stop_metric.startswith(PREFIX) and summary["nodes"] >= experiment.min_nodes:
+                stop_reason = stop_condition_reason(experiment, rnd, rnd.metrics)
         events.event_send("model.evaluated", experiment, {"model_version": version_number, "evaluation": summary,
                                                           "round": version.round.number if version.round_id else None})
     logger.info("[%s] model v%d scored by node %s: loss %.4f on %d examples", experiment.name, version_number,
                 node.node_id, loss, num_examples)
+    if stop_reason:
+        try:
+            experiment_finish(experiment, stop_reason)
+        except ApplicationError as exc:  # a round aggregating right now: the next report judges again
+            logger.info("[%s] the stop condition holds but the run cannot finish yet: %s", experiment.name, exc)
     return existing, True

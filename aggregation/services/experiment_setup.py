@@ -9,6 +9,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError
 
+from aggregation.fl.manifest import PENDING
 from aggregation.fl.serde import SerdeError, initial_model_loads
 from aggregation.models import Experiment
 from aggregation.services.experiments import experiment_create, experiment_env_fields
@@ -57,8 +58,9 @@ def experiment_setup(*, name: str, init_file: bytes | None = None, init_name: st
                                f"the options are {', '.join(OPTIONS)}.")
     if init_file is not None and init_from_node:
         raise ApplicationError("bad_option", "Give an initial file or ask for the first node's parameters, not both.")
-    if init_file is not None and "model_spec" in options:
-        raise ApplicationError("bad_option", "An initial file defines the model; leave model_spec out.")
+    if (init_file is not None or init_from_node) and "model_spec" in options:
+        raise ApplicationError("bad_option", "An initial file or the first node's parameters define the model; "
+                               "leave model_spec out.")
     fields = {**experiment_env_fields(), **{k: v for k, v in options.items() if v is not None}}
     if options.get("min_nodes") is None:  # absent or null: the default quorum, never above total_nodes
         try:
@@ -79,6 +81,8 @@ def experiment_setup(*, name: str, init_file: bytes | None = None, init_name: st
             where = f" {init_name}" if init_name else ""
             raise ApplicationError("bad_init_file", f"The initial file{where} cannot be used: {exc}.") from None
         fields["model_spec"] = manifest.to_dict()
+    if init_from_node:
+        fields["model_spec"] = dict(PENDING)
     candidate = Experiment(name=name, **fields)
     if init_from_node:
         candidate.status = Experiment.Status.INITIALIZING

@@ -2,12 +2,13 @@
 import json
 import logging
 import secrets
+from functools import lru_cache
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from aggregation.fl import NDArrays
-from aggregation.fl.manifest import Manifest, ModelSpec, manifest_of, spec_from_dict
+from aggregation.fl.manifest import PENDING, Manifest, ModelSpec, manifest_of, spec_from_dict, spec_pending
 from aggregation.fl.model import MLPSpec
 from aggregation.fl.registry import strategy_create
 from aggregation.fl.serde import check_finite, params_dumps, sha256_hex
@@ -23,10 +24,16 @@ def experiment_spec(experiment: Experiment) -> ModelSpec:
     if experiment.status == Experiment.Status.INITIALIZING:
         raise ApplicationError("not_initialized", f"Experiment {experiment.name!r} is waiting for its initial "
                                "model, which the first node to connect will provide.", 409)
-    if experiment.model_spec == {"kind": "tensors", "tensors": []}:  # stopped before any node gave its model
+    if spec_pending(experiment.model_spec):  # stopped before any node gave its model
         raise ApplicationError("not_initialized", f"Experiment {experiment.name!r} has no model: it ended before "
                                "a node provided the initial parameters.", 409)
-    return spec_from_dict(experiment.model_spec)
+    return _spec_parsed(json.dumps(experiment.model_spec, sort_keys=True))
+
+
+@lru_cache(maxsize=64)
+def _spec_parsed(text: str) -> ModelSpec:
+    """A model spec parsed and validated once per process: uploads and aggregations ask for it every time."""
+    return spec_from_dict(json.loads(text))
 
 
 def version_metadata(experiment: Experiment, spec: ModelSpec, version: int, *, parent: int | None = None,
@@ -118,7 +125,7 @@ def experiment_create(*, name: str, initial: NDArrays | None = None, init: str =
     if "strategy_params" in fields:
         fields["strategy_params"] = _dp_seed_filled(fields["strategy_params"])
     if init_from_node:
-        fields.update(status=Experiment.Status.INITIALIZING, model_spec={"kind": "tensors", "tensors": []})
+        fields.update(status=Experiment.Status.INITIALIZING, model_spec=dict(PENDING))
     with transaction.atomic():
         experiment = Experiment.objects.create(name=name, **fields)
         strategy = strategy_create(experiment.strategy, experiment.strategy_params)

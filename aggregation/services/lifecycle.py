@@ -41,7 +41,8 @@ def _latest(experiment: Experiment) -> ModelVersion | None:
     return experiment.versions.order_by("-version").first()
 
 
-def experiment_stop(experiment: Experiment, reason: str = "stopped by an operator") -> bool:
+def experiment_stop(experiment: Experiment, reason: str = "stopped by an operator",
+                    status: str = Experiment.Status.STOPPED) -> bool:
     """End a running (or initializing) run now: its open round takes no more updates and nodes finish with the
     latest model. False if it had ended already."""
     with transaction.atomic():
@@ -49,7 +50,7 @@ def experiment_stop(experiment: Experiment, reason: str = "stopped by an operato
         if locked.status not in (Experiment.Status.RUNNING, Experiment.Status.INITIALIZING):
             return False
         _supersede(current, reason)
-        locked.status, locked.finish_reason = Experiment.Status.STOPPED, reason
+        locked.status, locked.finish_reason = status, reason
         locked.save(update_fields=["status", "finish_reason"])
         latest = _latest(locked)
         events.event_send("run.finished", locked, {"model_version": latest.version if latest else None,
@@ -57,6 +58,11 @@ def experiment_stop(experiment: Experiment, reason: str = "stopped by an operato
     logger.info("experiment %s stopped: %s", experiment.name, reason)
     experiment.refresh_from_db(fields=["status", "finish_reason"])
     return True
+
+
+def experiment_finish(experiment: Experiment, reason: str) -> bool:
+    """The run met its goal outside a round's close (a stop condition on federated evaluation): it is finished."""
+    return experiment_stop(experiment, reason, status=Experiment.Status.FINISHED)
 
 
 def experiment_resume(experiment: Experiment) -> bool:

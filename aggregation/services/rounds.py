@@ -275,8 +275,10 @@ def rounds_sweep(now: datetime | None = None) -> int:
                 logger.info("[%s] round %d deadline: quorum met (%d/%d)", experiment.name, rnd.number,
                             received, experiment.total_nodes)
                 round_start_aggregation(rnd)
-            elif rnd.node_failures:
-                # Nodes said they cannot train on this model: waiting longer would wait forever.
+            elif rnd.node_failures and (experiment.on_timeout == Experiment.OnTimeout.FAIL
+                                        or received + len(rnd.node_failures) >= experiment.total_nodes):
+                # Nodes said they cannot train on this model: waiting longer for them would wait forever
+                # (with `extend`, only once nobody else is still expected).
                 round_fail(rnd, f"deadline passed with {_failed_nodes_reason(rnd, received)}")
             elif received == 0 or experiment.on_timeout == Experiment.OnTimeout.EXTEND:
                 # With no update at all there is nobody to retry for: a failed round and an identical

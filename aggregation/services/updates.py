@@ -93,6 +93,7 @@ def update_submit(
         current = _current_round_number(experiment)
         if rnd is None:
             raise round_unknown(experiment, round_number)
+        rnd.experiment = experiment  # settling the round reads it: no second query
         existing = rnd.updates.filter(node=node).defer("parameters").first()
         if existing is not None:
             if existing.sha256 == digest and existing.num_examples == update.num_examples:
@@ -142,6 +143,7 @@ def round_failure_report(*, experiment: Experiment, round_number: int, node: Nod
         rnd = Round.objects.select_for_update().filter(experiment=experiment, number=round_number).first()
         if rnd is None:
             raise round_unknown(experiment, round_number)
+        rnd.experiment = experiment
         current = _current_round_number(experiment)
         if rnd.status != Round.Status.OPEN:
             raise ApplicationError("round_closed", f"Round {round_number} is {rnd.status}; the current round is "

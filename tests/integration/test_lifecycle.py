@@ -133,3 +133,41 @@ def test_a_finished_run_is_not_resumed_but_can_be_reset(make_experiment, registe
     with pytest.raises(CommandError, match="raise its max_rounds or reset it"):
         manage("resume", "exp")
     assert "model v2 is v1's parameters" in manage("reset", "exp", "--to", "1")
+
+
+def test_a_stop_condition_on_federated_accuracy_ends_the_run_once_the_quorum_has_scored(make_experiment, api,
+                                                                                        register, uploader):
+    # Prepare: round 1 closed by three nodes; the run should end at federated accuracy >= 0.9 (quorum 2)
+    experiment = make_experiment(stop_metric="federated_accuracy", stop_op=">=", stop_threshold=0.9)
+    tokens = [register(str(i)) for i in range(3)]
+    for i, token in enumerate(tokens):
+        uploader(token, 1, [p + np.float32(0.01 * i) for p in params_for(7)])
+
+    def score(token, accuracy):
+        return api.post("/api/models/1/evaluations?experiment=exp", {"loss": 0.1, "num_examples": 10,
+                        "metrics": {"accuracy": accuracy}}, format="json", HTTP_AUTHORIZATION=f"Bearer {token}")
+
+    # Execute: one node's score is not the federation's; the second makes the quorum
+    score(tokens[0], 0.95)
+    running = Experiment.objects.get(pk=experiment.pk).status
+    score(tokens[1], 0.93)
+
+    # Assert
+    assert running == "running"
+    done = Experiment.objects.get(pk=experiment.pk)
+    assert done.status == "finished" and "federated_accuracy >= 0.9" in done.finish_reason
+    assert Round.objects.get(experiment=experiment, number=2).status == Round.Status.FAILED
+
+
+def test_a_run_stopped_before_its_first_model_shows_saves_and_resumes_waiting(admin_client):
+    from aggregation.services.experiment_setup import experiment_setup
+
+    waiting = experiment_setup(name="waiting", init_from_node=True)
+    manage("stop", "waiting")
+
+    shown = manage("show", "waiting")
+    page = admin_client.get(f"/admin/aggregation/experiment/{waiting.pk}/change/")
+    resumed = manage("resume", "waiting")
+
+    assert "model: none (no node provided one)" in shown and page.status_code == 200
+    assert "running again" in resumed and Experiment.objects.get(pk=waiting.pk).status == "initializing"

@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 
 from aggregation.fl.compression import ENCODINGS
-from aggregation.fl.manifest import spec_from_dict
+from aggregation.fl.manifest import spec_from_dict, spec_pending
 from aggregation.fl.registry import STRATEGIES
 from aggregation.models import Experiment
 from aggregation.services.experiment_setup import experiment_setup
@@ -77,8 +77,9 @@ class Command(BaseCommand):
 def experiment_description(experiment: Experiment) -> str:
     """What was created, for people: the model's tensors, version 0, the strategy and the round settings."""
     lines = [f"experiment {experiment.name}: {experiment.status}"]
-    if experiment.status == Experiment.Status.INITIALIZING:
-        lines.append("  model: version 0 will be the first registered node's parameters")
+    if spec_pending(experiment.model_spec):
+        lines.append("  model: version 0 will be the first registered node's parameters"
+                     if experiment.status == Experiment.Status.INITIALIZING else "  model: none (no node provided one)")
     else:
         spec = spec_from_dict(experiment.model_spec)
         names, shapes = spec.names(), spec.shapes()

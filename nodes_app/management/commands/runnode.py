@@ -105,6 +105,8 @@ class Command(BaseCommand):
             enrollment_token=os.environ.get("FL_ENROLLMENT_TOKEN") or None, keep_serving=options["keep_serving"],
             data=data,
         )
+        if options["api_token"] is not None and len(options["api_token"]) < 16:
+            raise CommandError("--api-token (FL_NODE_API_TOKEN) must be at least 16 characters")
         api_token = None if options["open_api"] else (options["api_token"] or node_api_token(runner.token_path.parent))
         if api_token is None:
             logger.warning("node %s: --open-api: anyone who can reach %s:%s can replace and train this node's model",
@@ -158,7 +160,10 @@ def node_api_token(state_dir: Path) -> str:
     """The node API's token: read from <state_dir>/api_token, or made once and kept there (mode 0600)."""
     path = state_dir / "api_token"
     if path.exists():
-        return path.read_text().strip()
+        kept = path.read_text().strip()
+        if len(kept) >= 16:
+            return kept
+        path.unlink()  # empty or cut short (a crash between create and write): never an open API
     state_dir.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(32)
     with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as fh:
