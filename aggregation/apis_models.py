@@ -12,7 +12,8 @@ from rest_framework.views import APIView
 
 from aggregation import parsing
 from aggregation.apis import ExperimentListApi, body_read, experiment_from
-from aggregation.fl.serde import SerdeError, initial_model_loads
+from aggregation.fl.initfile import initial_model_loads
+from aggregation.fl.serde import SerdeError
 from aggregation.models import Experiment
 from aggregation.services.evaluations import evaluation_submit
 from aggregation.services.experiment_setup import OPTIONS, experiment_setup

@@ -9,8 +9,9 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError
 
+from aggregation.fl.initfile import initial_model_loads
 from aggregation.fl.manifest import PENDING
-from aggregation.fl.serde import SerdeError, initial_model_loads
+from aggregation.fl.serde import SerdeError
 from aggregation.models import Experiment
 from aggregation.services.experiments import experiment_create, experiment_env_fields
 from fedsite.errors import ApplicationError

@@ -2,12 +2,12 @@
 import logging
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import numpy as np
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Max, Q
+from django.db.models import Max
 from django.utils import timezone
 
 from aggregation import events
@@ -73,7 +73,7 @@ def round_settle_if_answered(rnd: Round, received: int) -> None:
         round_start_aggregation(rnd)
 
 
-def _failed_nodes_reason(rnd: Round, received: int) -> str:
+def failed_nodes_reason(rnd: Round, received: int) -> str:
     listed = "; ".join(f"node {node}: {reason}" for node, reason in sorted(rnd.node_failures.items()))
     return (f"{received} of the {rnd.experiment.min_nodes} updates needed; {len(rnd.node_failures)} node(s) could "
             f"not train on model v{rnd.base_version.version} ({listed})")
@@ -258,50 +258,3 @@ def round_aggregate(round_id: int) -> bool:
         _finish_or_continue(experiment, version, stop_reason)
     return True
 
-
-def rounds_sweep(now: datetime | None = None) -> int:
-    """Act on rounds whose deadline passed or whose aggregation was lost; returns how many it touched."""
-    now = now or timezone.now()
-    touched = 0
-    due = Round.objects.filter(status=Round.Status.OPEN, deadline__lte=now).values_list("pk", flat=True)
-    for round_id in list(due):
-        with transaction.atomic():
-            rnd = Round.objects.select_for_update().select_related("experiment", "base_version").get(pk=round_id)
-            if rnd.status != Round.Status.OPEN or rnd.deadline > now:
-                continue
-            experiment = rnd.experiment
-            received = rnd.updates.count()
-            if received >= experiment.min_nodes:
-                logger.info("[%s] round %d deadline: quorum met (%d/%d)", experiment.name, rnd.number,
-                            received, experiment.total_nodes)
-                round_start_aggregation(rnd)
-            elif rnd.node_failures and (experiment.on_timeout == Experiment.OnTimeout.FAIL
-                                        or received + len(rnd.node_failures) >= experiment.total_nodes):
-                # Nodes said they cannot train on this model: waiting longer for them would wait forever
-                # (with `extend`, only once nobody else is still expected).
-                round_fail(rnd, f"deadline passed with {_failed_nodes_reason(rnd, received)}")
-            elif received == 0 or experiment.on_timeout == Experiment.OnTimeout.EXTEND:
-                # With no update at all there is nobody to retry for: a failed round and an identical
-                # new one would only add noise (and round 1 may have been opened long before any node).
-                rnd.deadline = now + timedelta(seconds=experiment.round_timeout_s)
-                rnd.save(update_fields=["deadline"])
-                logger.info("[%s] round %d deadline extended: %d of %d quorum", experiment.name, rnd.number,
-                            received, experiment.min_nodes)
-                events.event_send("round.extended", experiment, {"round": rnd.number,
-                                                                  "deadline": rnd.deadline.isoformat()})
-            else:
-                round_fail(rnd, f"deadline passed with {received} of the {experiment.min_nodes} updates needed")
-            touched += 1
-    # An aggregating round with no live task (enqueue lost, broker down): the task is idempotent,
-    # so enqueueing it again is always safe.
-    stuck_before = now - timedelta(seconds=settings.FL_AGGREGATION_RETRY_S)
-    stuck = Round.objects.filter(
-        Q(aggregation_requested_at__isnull=True) | Q(aggregation_requested_at__lte=stuck_before),
-        status=Round.Status.AGGREGATING,
-    )
-    for round_id in list(stuck.values_list("pk", flat=True)):
-        Round.objects.filter(pk=round_id).update(aggregation_requested_at=now)
-        logger.warning("round id %d is aggregating but its task was lost or is late; enqueueing it again", round_id)
-        aggregation_enqueue(round_id)
-        touched += 1
-    return touched

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import safetensors.numpy as reference
 
+from aggregation.fl.initfile import initial_model_loads
 from aggregation.fl.manifest import Manifest, TensorSpec, manifest_of, name_problem, spec_from_dict
 from aggregation.fl.model import MLPSpec
-from aggregation.fl.serde import SerdeError, dtype_names, dumps, initial_model_loads, loads, params_from_tensors
+from aggregation.fl.serde import SerdeError, dtype_names, dumps, loads, params_from_tensors
 
 CNN = Manifest((TensorSpec("conv.weight", (8, 1, 3, 3)), TensorSpec("conv.bias", (8,), "F16"),
                 TensorSpec("fc.weight", (10, 72)), TensorSpec("fc.bias", (10,), "BF16")))
