@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 from django.conf import settings
-from django.db.models import Count, Max
+from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from aggregation.models import Experiment, ModelVersion, Update
@@ -124,8 +124,11 @@ def _scored_model_metric(name: str) -> bool:
     return name.startswith(("test_", "federated_")) and not name.endswith(("_examples", "_nodes"))
 
 
-def nodes_table() -> list[dict[str, Any]]:
-    nodes = Node.objects.annotate(last_round=Max("updates__round__number"), num_updates=Count("updates"))
+def nodes_table(experiment: Experiment | None = None) -> list[dict[str, Any]]:
+    """Every node, with its last round and update count in `experiment` (all experiments when None)."""
+    mine = Q(updates__round__experiment=experiment) if experiment is not None else Q()
+    nodes = Node.objects.annotate(last_round=Max("updates__round__number", filter=mine),
+                                  num_updates=Count("updates", filter=mine))
     return [
         {
             "node_id": n.node_id,
@@ -155,7 +158,7 @@ def dashboard_snapshot(experiment_name: str | None = None) -> dict[str, Any]:
                        "on_timeout": experiment.on_timeout},
         "round": round_state(experiment),
         "thresholds": {"stale_s": settings.FL_NODE_STALE_S, "offline_s": settings.FL_NODE_OFFLINE_S},
-        "nodes": nodes_table(),
+        "nodes": nodes_table(experiment),
         "rounds": rounds,
         "charts": charts_data(experiment, rounds),
         "model": model_card(experiment, latest, query),

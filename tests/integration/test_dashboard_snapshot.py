@@ -143,3 +143,18 @@ def test_dashboard_page_and_api_serve_a_logged_in_user_when_a_login_is_required(
 
     assert page.status_code == 200 and b"dashboard.js" in page.content
     assert api.status_code == 200 and api.json()["experiment"]["name"] == "default"
+
+
+def test_the_nodes_table_counts_only_the_shown_experiments_updates(make_experiment, register, uploader):
+    from aggregation.dashboard import dashboard_snapshot
+
+    make_experiment(name="exp")
+    make_experiment(name="other")
+    token = register("n1")
+    uploader(token, 1, params_for(7), experiment="exp")
+
+    mine = {n["node_id"]: n for n in dashboard_snapshot("exp")["nodes"]}
+    theirs = {n["node_id"]: n for n in dashboard_snapshot("other")["nodes"]}
+
+    assert (mine["n1"]["updates"], mine["n1"]["last_round"]) == (1, 1)
+    assert (theirs["n1"]["updates"], theirs["n1"]["last_round"]) == (0, None)
