@@ -14,12 +14,16 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(VENV)/.base: requirements/base.txt | $(BIN)/python
+# The checkout itself is installed in editable mode, so `python -m fedsite_node` and `import fedsite_node`
+# work from any directory with this venv.
+$(VENV)/.base: requirements/base.txt pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -r requirements/base.txt
+	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
-$(VENV)/.dev: requirements/dev.txt requirements/base.txt | $(BIN)/python
+$(VENV)/.dev: requirements/dev.txt requirements/base.txt pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -r requirements/dev.txt
+	$(BIN)/pip install -q --no-deps -e .
 	touch $(VENV)/.base $@
 
 $(VENDOR): package.json package-lock.json scripts/build_static.sh

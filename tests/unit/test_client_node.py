@@ -167,3 +167,15 @@ def test_a_mismatch_names_the_experiment_it_did_not_fit(tmp_path):
     loop.adapter.manifest = None
     with pytest.raises(ClientMismatch, match="does not fit experiment 'digits-cnn'"):
         loop.run()
+
+
+def test_the_sdk_imports_from_any_directory_with_the_projects_venv(tmp_path):
+    # `make` installs the checkout in editable mode: a user's script elsewhere needs no PYTHONPATH.
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    code = "import fedsite_node.__main__, sys; print(fedsite_node.__file__)"
+
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=60)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(ROOT / "fedsite_node" / "__init__.py")
