@@ -12,6 +12,7 @@ from django.utils import timezone
 from aggregation.models import Experiment, ModelVersion, Update
 from aggregation.selectors import BEHIND_BLOBS, experiment_get, round_state, rounds_history, version_parameters
 from aggregation.services import experiment_spec
+from fedsite.readguard import login_required, signed_in
 from nodes_app.models import Node
 
 HISTORY_ROUNDS = 200
@@ -24,8 +25,6 @@ _summaries_lock = threading.Lock()
 
 
 def dashboard_login_required() -> bool:
-    from fedsite.readguard import login_required
-
     return login_required()
 
 
@@ -33,7 +32,7 @@ def dashboard_access_allowed(user: Any) -> bool:
     """True when the dashboard is open to everyone, or `user` (Django's or Channels' scope user) is logged in."""
     if not dashboard_login_required():
         return True
-    return bool(user is not None and getattr(user, "is_authenticated", False) and getattr(user, "is_active", False))
+    return signed_in(user)
 
 
 def parameter_summary(names: list[str], params: list[np.ndarray], bins: int = HISTOGRAM_BINS) -> dict[str, Any]:

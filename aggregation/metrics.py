@@ -14,6 +14,7 @@ from prometheus_client.registry import Collector
 
 from aggregation.models import Experiment, Round, Update
 from fedsite.errors import error_response
+from fedsite.readguard import signed_in
 
 UPDATES_REJECTED = Counter(
     "fedsite_updates_rejected", "Uploads refused by this web process, by reason (the error code).", ["reason"]
@@ -109,8 +110,7 @@ def rejection_count(response_data: object) -> None:
 def metrics_view(request: HttpRequest) -> HttpResponse:
     """Prometheus text format; behind `Authorization: Bearer $FL_METRICS_TOKEN` (or a login) when that is set."""
     token = settings.FL_METRICS_TOKEN
-    user = getattr(request, "user", None)
-    operator = user is not None and user.is_authenticated and user.is_active
+    operator = signed_in(getattr(request, "user", None))
     given = request.META.get("HTTP_AUTHORIZATION", "").encode("utf-8", "surrogateescape")
     if token and not operator and not secrets.compare_digest(given, f"Bearer {token}".encode()):
         return error_response("bad_token", "Scraping /metrics needs 'Authorization: Bearer <FL_METRICS_TOKEN>'.", 401)

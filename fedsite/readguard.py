@@ -6,7 +6,7 @@ from collections.abc import Callable
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
-from fedsite.errors import error_response
+from fedsite.errors import ApplicationError, error_response
 
 # Always open: the health check, enrollment, the admin (its own login), static files, and the dashboard
 # page, which sends a browser to the login form instead of answering JSON.
@@ -18,25 +18,26 @@ def login_required() -> bool:
     return bool(settings.FL_LOGIN_REQUIRED or settings.FL_DASHBOARD_LOGIN_REQUIRED)
 
 
-def _bearer(request: HttpRequest) -> str:
-    scheme, _, token = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else ""
+def signed_in(user: object) -> bool:
+    """A Django (or Channels scope) user who is logged in and active."""
+    return bool(user is not None and getattr(user, "is_authenticated", False) and getattr(user, "is_active", False))
 
 
 def read_allowed(request: HttpRequest) -> bool:
     """A logged-in user, an enrolled node's token, or (for /metrics) the metrics token."""
-    user = getattr(request, "user", None)
-    if user is not None and user.is_authenticated and user.is_active:
+    from nodes_app.auth import bearer_token, node_from_request
+
+    if signed_in(getattr(request, "user", None)):
         return True
-    token = _bearer(request)
+    token = bearer_token(request)
     if not token:
         return False
     if request.path == "/metrics" and settings.FL_METRICS_TOKEN:
         return secrets.compare_digest(token.encode("utf-8", "surrogateescape"), settings.FL_METRICS_TOKEN.encode())
-    from nodes_app.models import Node
-    from nodes_app.services import token_hash
-
-    return Node.objects.filter(token_hash=token_hash(token)).exists()
+    try:
+        return node_from_request(request) is not None
+    except ApplicationError:
+        return False
 
 
 class ReadProtectionMiddleware:

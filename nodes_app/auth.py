@@ -22,7 +22,9 @@ def node_from_request(request: HttpRequest, *, required: bool = True) -> Node | 
                 "missing_token", "This call needs the node's token in an 'Authorization: Bearer <token>' header.", 401
             )
         return None
-    node = Node.objects.filter(token_hash=token_hash(token)).first()
+    # The read guard may have looked the token up already for this request: one query, not two.
+    node = getattr(request, "_fl_node", None) or Node.objects.filter(token_hash=token_hash(token)).first()
+    request._fl_node = node  # type: ignore[attr-defined]
     if node is None:
         raise ApplicationError("bad_token", "The token is not valid for any registered node.", 401)
     return node
