@@ -188,12 +188,19 @@ class RoundAdmin(admin.ModelAdmin):
     list_display = ("__str__", "status", "base_version", "updates_received", "opened_at", "deadline", "closed_at")
     list_filter = ("status", "experiment")
     search_fields = ("experiment__name", "=number")
-    readonly_fields = ("experiment", "number", "base_version", "opened_at", "aggregation_requested_at",
-                       "closed_at", "metrics", "failure_reason")
+    # A round's status moves only through the services (a hand-set "closed" would have no model version);
+    # an open round's deadline is the one thing an operator may change.
+    readonly_fields = ("experiment", "number", "status", "base_version", "opened_at", "aggregation_requested_at",
+                       "closed_at", "metrics", "failure_reason", "node_failures")
     inlines = [UpdateInline]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # rounds are opened by the federation, never by hand
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Round | None = None) -> Any:
+        if obj is not None and obj.status != Round.Status.OPEN:
+            return (*self.readonly_fields, "deadline")  # history
+        return self.readonly_fields
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return super().get_queryset(request).select_related("experiment", "base_version").annotate(

@@ -225,3 +225,16 @@ def test_an_update_is_named_by_its_node_id_and_rounds_cannot_be_added_by_hand(ad
 
     assert str(update) == "labels round 1 from node site-b"
     assert admin_client.get("/admin/aggregation/round/add/").status_code == 403
+
+
+def test_a_rounds_status_is_never_edited_by_hand_and_a_closed_rounds_deadline_neither(admin_client):
+    from aggregation.services.experiment_setup import experiment_setup
+
+    experiment = experiment_setup(name="history")
+    rnd = Round.objects.get(experiment=experiment, number=1)
+    open_form = admin_client.get(f"/admin/aggregation/round/{rnd.pk}/change/").context["adminform"].form
+    Round.objects.filter(pk=rnd.pk).update(status=Round.Status.FAILED)
+    closed_form = admin_client.get(f"/admin/aggregation/round/{rnd.pk}/change/").context["adminform"].form
+
+    assert "status" not in open_form.fields and "deadline" in open_form.fields
+    assert "status" not in closed_form.fields and "deadline" not in closed_form.fields
