@@ -140,8 +140,10 @@ class Fleet:
         env.update(overrides)
         return env
 
-    def start_server(self, **overrides: str) -> tuple[str, Proc]:
-        """migrate, then `runserver --noreload` (one process: the embedded mode) on a free port."""
+    def start_server(self, server: str = "runserver", **overrides: str) -> tuple[str, Proc]:
+        """migrate, then `runserver --noreload` (one process: the embedded mode) on a free port.
+
+        server="daphne" serves the same application with daphne instead, the baseline uvicorn replaced."""
         env = self.server_env = self.env(**overrides)
         log_path = self.dir / "migrate.log"
         with log_path.open("wb") as log:
@@ -150,8 +152,11 @@ class Fleet:
         if done.returncode:
             raise RuntimeError(f"migrate failed:\n{log_path.read_text(errors='replace')[-3000:]}")
         port = free_port()
-        proc = Proc("server", [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
-                    env, self.dir)
+        args = {
+            "runserver": [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
+            "daphne": [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "fedsite.asgi:application"],
+        }[server]
+        proc = Proc(f"server-{server}", args, env, self.dir)
         self.procs.append(proc)
         url = f"http://127.0.0.1:{port}"
 

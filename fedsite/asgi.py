@@ -1,4 +1,7 @@
-"""ASGI entry point: HTTP through Django, websockets through Channels (daphne serves both)."""
+"""ASGI entry point: HTTP through Django, websockets through Channels; `runserver` serves it with uvicorn.
+
+Every HTTP request passes fedsite.webserver.BodyLimits first, whichever ASGI server runs this.
+"""
 import os
 
 from django.core.asgi import get_asgi_application
@@ -12,9 +15,10 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from aggregation.routing import websocket_urlpatterns  # noqa: E402
+from fedsite.webserver import BodyLimits  # noqa: E402
 
 application = ProtocolTypeRouter({
-    "http": django_asgi_app,
+    "http": BodyLimits(django_asgi_app),
     # The session's user in the scope, for FL_DASHBOARD_LOGIN_REQUIRED.
     "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
 })

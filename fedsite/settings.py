@@ -27,8 +27,7 @@ if DEBUG:
     ALLOWED_HOSTS = ["*"]
 
 INSTALLED_APPS = [
-    # First, so its `runserver` (daphne's) wins over staticfiles'; daphne itself is not an app here
-    # (see fedsite/management/commands/runserver.py).
+    # First, so its `runserver` (uvicorn, fedsite/management/commands/runserver.py) wins over staticfiles'.
     "fedsite",
     "django.contrib.admin",
     "django.contrib.auth",
@@ -134,6 +133,22 @@ WHITENOISE_USE_FINDERS = True
 # Uploads of model parameters can be large; one limit guards every body read.
 FL_MAX_UPDATE_BYTES = envint("FL_MAX_UPDATE_BYTES", 128 * 1024 * 1024, minimum=1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = FL_MAX_UPDATE_BYTES
+# An initial model file (`POST /api/experiments`, the admin's add form) may be larger than an update.
+FL_MAX_INIT_BYTES = envint("FL_MAX_INIT_BYTES", 1 << 30, minimum=1024)
+
+# The HTTP front door (fedsite/webserver.py), judged before a body is read: a body over this many bytes
+# needs credentials (an Authorization header or a session cookie), or it is refused at its headers.
+FL_ANONYMOUS_BODY_BYTES = envint("FL_ANONYMOUS_BODY_BYTES", 1024 * 1024, minimum=1024)
+# A request's headers must arrive within FL_HEADER_TIMEOUT_S and total at most FL_MAX_HEADER_BYTES; a
+# body that stops arriving for FL_BODY_TIMEOUT_S ends in 408 (slowloris).
+FL_HEADER_TIMEOUT_S = envfloat("FL_HEADER_TIMEOUT_S", 10.0, minimum=0.1)
+FL_MAX_HEADER_BYTES = envint("FL_MAX_HEADER_BYTES", 64 * 1024, minimum=1024)
+FL_BODY_TIMEOUT_S = envfloat("FL_BODY_TIMEOUT_S", 15.0, minimum=0.1)
+# runserver (uvicorn): pending connections the kernel queues, idle keep-alive, grace for open requests
+# at shutdown.
+FL_LISTEN_BACKLOG = envint("FL_LISTEN_BACKLOG", 2048, minimum=16)
+FL_KEEP_ALIVE_S = envint("FL_KEEP_ALIVE_S", 75, minimum=1)
+FL_SHUTDOWN_GRACE_S = envint("FL_SHUTDOWN_GRACE_S", 5, minimum=0)
 # Uploads decoded, checked and stored at once per server process; the others wait with their body
 # spooled to disk. Each one in progress holds its body and SQLite's copy of it in memory.
 FL_UPLOAD_CONCURRENCY = envint("FL_UPLOAD_CONCURRENCY", 2, minimum=1)
@@ -272,6 +287,6 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django": {"level": "INFO" if LOG_LEVEL == "DEBUG" else LOG_LEVEL},
-        "daphne": {"level": "WARNING"},
+        "uvicorn.error": {"level": "WARNING"},
     },
 }

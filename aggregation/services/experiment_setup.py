@@ -6,6 +6,7 @@ node to connect (`init_from_node`), or is the built-in MLP configured by the env
 import math
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError
 
@@ -21,7 +22,6 @@ OPTIONS = ("strategy", "strategy_params", "total_nodes", "min_nodes", "max_round
            "epochs", "learning_rate", "batch_size", "seed", "update_max_norm", "update_norm_mode", "update_encoding",
            "stop_metric", "stop_op", "stop_threshold", "stop_patience", "server_eval", "server_eval_target",
            "model_spec")
-MAX_INIT_BYTES = 1 << 30
 # Float options: (lowest value, whether the lowest itself is refused), as FL_* settings check them; None: any.
 FLOAT_LIMITS = {"round_timeout_s": (0.1, False), "learning_rate": (0.0, False), "update_max_norm": (0.0, True),
                 "stop_threshold": None}
@@ -73,9 +73,9 @@ def experiment_setup(*, name: str, init_file: bytes | None = None, init_name: st
         # A model of the user's own: the environment's test set is for the built-in MLP.
         fields["server_eval"] = ""
     if init_file is not None:
-        if len(init_file) > MAX_INIT_BYTES:
+        if len(init_file) > settings.FL_MAX_INIT_BYTES:
             raise ApplicationError("too_large", f"The initial file has {len(init_file)} bytes; at most "
-                                   f"{MAX_INIT_BYTES} are accepted.", 413)
+                                   f"{settings.FL_MAX_INIT_BYTES} are accepted.", 413)
         try:
             manifest, initial = initial_model_loads(init_file)
         except SerdeError as exc:
