@@ -15,6 +15,7 @@ urlpatterns = [
     path("admin/login/", admin_login, name="admin-login-throttled"),
     path("admin/", admin.site.urls),
     path("metrics", metrics_view, name="metrics"),
+    # The contract, under the read guard like every GET (see fedsite/readguard.py); the UIs' assets are in /static/.
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("", include("aggregation.urls")),
     path("", include("nodes_app.urls")),
