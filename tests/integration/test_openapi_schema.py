@@ -1,4 +1,7 @@
-"""The OpenAPI schema documents every body, parameter, response, auth scheme and the error shape."""
+"""The OpenAPI schema documents every body, parameter, response, auth scheme and the error shape; its Swagger UI
+and ReDoc pages are served from this server's static files."""
+import re
+
 import pytest
 from django.core.management import call_command
 
@@ -127,6 +130,27 @@ def test_the_schema_validates_with_no_warning(tmp_path):
     call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(out))
 
     assert out.read_text().startswith("openapi: 3.")
+
+
+@pytest.mark.parametrize("path", ["/api/schema/swagger-ui/", "/api/schema/redoc/"])
+def test_swagger_ui_and_redoc_are_served_without_a_cdn(api, path):
+    page = api.get(path)
+
+    assert page.status_code == 200 and page["Content-Type"].startswith("text/html")
+    html = page.content.decode()
+    assert "/static/drf_spectacular_sidecar/" in html and "/api/schema/" in html
+    assert not re.search(r"""(src|href)=["']https?://""", html)
+    script = re.search(r"/static/drf_spectacular_sidecar/[\w./-]+\.js", html).group(0)
+    assert api.get(script).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/api/schema/", "/api/schema/swagger-ui/", "/api/schema/redoc/"])
+def test_the_schema_and_its_pages_are_behind_the_read_guard(api, settings, path):
+    settings.FL_LOGIN_REQUIRED = True
+
+    response = api.get(path)
+
+    assert response.status_code == 401 and response.json()["error"] == "login_required"
 
 
 def test_status_without_its_experiment_leaves_the_round_fields_out(api):
