@@ -6,7 +6,13 @@ from functools import cache
 
 from django.conf import settings
 from django.http import HttpResponse
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+)
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -18,9 +24,24 @@ from aggregation.fl import NDArrays
 from aggregation.fl.manifest import manifest_of
 from aggregation.fl.model import flatten
 from aggregation.models import Experiment
+from aggregation.serializers import (
+    DashboardSnapshotSerializer,
+    ExperimentSerializer,
+    ModelDownloadJsonSerializer,
+    ModelParamsSerializer,
+    ModelVersionSerializer,
+    RoundDetailSerializer,
+    RoundHistorySerializer,
+    RoundStateSerializer,
+    StatusSerializer,
+    UpdateAcceptedSerializer,
+    UpdateJsonInputSerializer,
+    shaped,
+)
 from aggregation.services.experiments import experiment_public_params
 from fedsite.errors import ApplicationError
-from nodes_app.auth import node_from_request
+from fedsite.schema import EXPERIMENT, errors
+from nodes_app.auth import IsNode, NodeTokenAuthentication, request_node
 from nodes_app.services import node_touch
 
 
@@ -72,28 +93,32 @@ def parsed_update(request: Request, experiment: Experiment, number: int) -> serv
 
 
 class StatusApi(APIView):
-    """The prototype's health check; read-only."""
+    """The prototype's health check; read-only, open even with FL_LOGIN_REQUIRED."""
 
+    read_security: list = []
+
+    @extend_schema(parameters=[EXPERIMENT], responses={200: StatusSerializer}, auth=[{}])
     def get(self, request: Request) -> Response:
         payload = {"status": "running", "message": "Server is active", "mode": settings.FL_MODE}
         try:
             experiment = experiment_from(request)
         except ApplicationError as exc:
-            return Response({**payload, "experiment": None, "detail": exc.detail})
+            return Response(shaped(StatusSerializer, {**payload, "experiment": None, "detail": exc.detail}))
         state = selectors.round_state(experiment)
-        return Response({
+        return Response(shaped(StatusSerializer, {
             **payload,
             "experiment": experiment.name,
             "round": state["number"],
             "round_status": state["status"],
             "model_version": state["run"]["model_version"],
             "run_status": experiment.status,
-        })
+        }))
 
 
 class ExperimentListApi(APIView):
+    @extend_schema(operation_id="experiments_list", responses={200: ExperimentSerializer(many=True), **errors(401)})
     def get(self, request: Request) -> Response:
-        return Response([
+        return Response(shaped(ExperimentSerializer, [
             {
                 "name": e.name, "status": e.status, "strategy": e.strategy,
                 "strategy_params": experiment_public_params(e.strategy_params),
@@ -106,7 +131,7 @@ class ExperimentListApi(APIView):
                 "stop_threshold": e.stop_threshold, "stop_patience": e.stop_patience, "finish_reason": e.finish_reason,
             }
             for e in Experiment.objects.all()
-        ])
+        ], many=True))
 
 
 # Seconds between a waiting long-poll's re-checks: in the embedded mode every change is committed in
@@ -117,9 +142,22 @@ LONGPOLL_RECHECK_S = {"embedded": 5.0, "scaled": 1.0}
 class RoundCurrentApi(APIView):
     """The open round; with ?wait=S&known=N a long-poll that answers as soon as round N is over."""
 
+    authentication_classes = [NodeTokenAuthentication]  # optional: a node that polls counts as seen
+
+    @extend_schema(
+        operation_id="rounds_current",
+        parameters=[
+            EXPERIMENT,
+            OpenApiParameter("wait", OpenApiTypes.NUMBER, description="Long-poll: hold the answer up to this many "
+                             "seconds (capped at FL_LONGPOLL_MAX_S, 30 by default) while round `known` is current."),
+            OpenApiParameter("known", {"oneOf": [{"type": "integer"}, {"type": "string", "enum": [""]}]},
+                             description="Long-poll: the round number the caller knows (empty: none)."),
+        ],
+        responses={200: RoundStateSerializer, **errors(400, 401, 404)},
+    )
     def get(self, request: Request) -> Response:
         experiment = experiment_from(request)
-        node = node_from_request(request, required=False)
+        node = request_node(request)
         if node is not None:
             node_touch(node)
         try:
@@ -147,33 +185,49 @@ class RoundCurrentApi(APIView):
             marker = selectors.round_marker(experiment)
         if marker[1] != experiment.status:  # the run ended, resumed or got its first model during the wait
             experiment.refresh_from_db()
-        return Response(selectors.round_state(experiment))
+        return Response(shaped(RoundStateSerializer, selectors.round_state(experiment)))
 
 
 class RoundListApi(APIView):
+    @extend_schema(operation_id="rounds_list", parameters=[EXPERIMENT],
+                   responses={200: RoundHistorySerializer, **errors(401, 404)})
     def get(self, request: Request) -> Response:
         experiment = experiment_from(request)
-        return Response({"experiment": experiment.name, "rounds": selectors.rounds_history(experiment)})
+        return Response(shaped(RoundHistorySerializer,
+                               {"experiment": experiment.name, "rounds": selectors.rounds_history(experiment)}))
 
 
 class RoundDetailApi(APIView):
     """One round with every update: node, examples, metrics, distance from the base model, validation."""
 
+    @extend_schema(operation_id="rounds_detail", parameters=[EXPERIMENT],
+                   responses={200: RoundDetailSerializer, **errors(401, 404)})
     def get(self, request: Request, number: int) -> Response:
-        return Response(selectors.round_detail(experiment_from(request), number))
+        return Response(shaped(RoundDetailSerializer, selectors.round_detail(experiment_from(request), number)))
 
 
 class UpdateSubmitApi(APIView):
     """A node uploads its update for a round: safetensors or JSON, with its token."""
+
+    authentication_classes = [NodeTokenAuthentication]
+    permission_classes = [IsNode]
 
     def handle_exception(self, exc: Exception) -> Response:
         response = super().handle_exception(exc)
         metrics.rejection_count(response.data)
         return response
 
-    @extend_schema(request=None, responses=None)
+    @extend_schema(
+        operation_id="updates_submit", parameters=[EXPERIMENT],
+        description="Safetensors (`application/octet-stream`: float32 tensors, or an fp16/int8 delta, with "
+                    "`num_examples` and `metrics` in `__metadata__`) or JSON. 201 on the first upload, 200 when the "
+                    "same parameters are sent again (in either form).",
+        request={"application/octet-stream": OpenApiTypes.BINARY, "application/json": UpdateJsonInputSerializer},
+        responses={200: UpdateAcceptedSerializer, 201: UpdateAcceptedSerializer,
+                   **errors(400, 401, 404, 409, 413, 415)},
+    )
     def post(self, request: Request, number: int) -> Response:
-        node = node_from_request(request)
+        node = request.auth
         experiment = experiment_from(request)
         # The body is read into memory only inside a slot: ten 40 MB uploads at once held 2 GB.
         with upload_slots(settings.FL_UPLOAD_CONCURRENCY):
@@ -182,9 +236,10 @@ class UpdateSubmitApi(APIView):
                 experiment=experiment, round_number=number, node=node, update=update
             )
         return Response(
-            {"round": number, "node_id": node.node_id, "sha256": stored.sha256,
-             "received": stored.round.updates.count(), "required": experiment.total_nodes,
-             "status": "accepted" if created else "already_accepted"},
+            shaped(UpdateAcceptedSerializer, {
+                "round": number, "node_id": node.node_id, "sha256": stored.sha256,
+                "received": stored.round.updates.count(), "required": experiment.total_nodes,
+                "status": "accepted" if created else "already_accepted"}),
             status=201 if created else 200,
         )
 
@@ -199,10 +254,16 @@ def _version_payload(version) -> dict:
     }
 
 
+VERSION = OpenApiParameter("version", OpenApiTypes.STR, OpenApiParameter.PATH,
+                           description="A model version number, or `latest`.")
+
+
 class ModelVersionDetailApi(APIView):
+    @extend_schema(operation_id="models_detail", parameters=[VERSION, EXPERIMENT],
+                   responses={200: ModelVersionSerializer, **errors(400, 401, 404)})
     def get(self, request: Request, version: str) -> Response:
         found = selectors.model_version_get(experiment_from(request), version)
-        return Response(_version_payload(found))
+        return Response(shaped(ModelVersionSerializer, _version_payload(found)))
 
 
 class ModelVersionDownloadApi(APIView):
@@ -212,6 +273,20 @@ class ModelVersionDownloadApi(APIView):
         # The binary answer bypasses DRF's renderers, so an `Accept: application/octet-stream` is fine.
         return super().perform_content_negotiation(request, force=True)
 
+    @extend_schema(
+        operation_id="models_download",
+        parameters=[VERSION, EXPERIMENT, OpenApiParameter(
+            "format", OpenApiTypes.STR, examples=[OpenApiExample("json", value="json")],
+            description="`json`: the parameters as one flat list instead of safetensors bytes (any other value, "
+                        "or none: safetensors).")],
+        description="The model's safetensors file (its metadata: the manifest and provenance), with headers "
+                    "`X-Model-Sha256` and `X-Model-Version`; with `?format=json`, a JSON object instead.",
+        responses={
+            (200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY, description="safetensors"),
+            (200, "application/json"): ModelDownloadJsonSerializer,
+            **errors(400, 401, 404),
+        },
+    )
     def get(self, request: Request, version: str) -> Response | HttpResponse:
         experiment = experiment_from(request)
         found = selectors.model_version_get(experiment, version)
@@ -219,7 +294,8 @@ class ModelVersionDownloadApi(APIView):
             params = selectors.version_parameters(found.pk, found.sha256)
             # The flat list is the tensors of `tensors`, in that order, each row-major.
             tensors = manifest_of(services.experiment_spec(experiment)).to_dict()["tensors"]
-            return Response({**_version_payload(found), "tensors": tensors, "parameters": flatten(params).tolist()})
+            return Response(shaped(ModelDownloadJsonSerializer, {
+                **_version_payload(found), "tensors": tensors, "parameters": flatten(params).tolist()}))
         response = HttpResponse(selectors.version_blob(found.pk, found.sha256), content_type="application/octet-stream")
         response["X-Model-Sha256"] = found.sha256
         response["X-Model-Version"] = str(found.version)
@@ -230,21 +306,27 @@ class ModelVersionDownloadApi(APIView):
 class ModelParamsApi(APIView):
     """The prototype's `GET /api/model/params`: the latest global model as a flat list."""
 
+    @extend_schema(operation_id="model_params", parameters=[EXPERIMENT],
+                   responses={200: ModelParamsSerializer, **errors(401, 404)})
     def get(self, request: Request) -> Response:
         experiment = experiment_from(request)
         latest = selectors.model_version_latest(experiment)
         params = selectors.version_parameters(latest.pk, latest.sha256)
         flat = flatten(params)
-        return Response({"status": "success", "parameters": flat.tolist(), "size": int(flat.size),
-                         "version": latest.version, "sha256": latest.sha256})
+        return Response(shaped(ModelParamsSerializer, {
+            "status": "success", "parameters": flat.tolist(), "size": int(flat.size),
+            "version": latest.version, "sha256": latest.sha256}))
 
 
 class DashboardSnapshotApi(APIView):
     """The dashboard's data in one call (its polling fallback); behind a login with FL_DASHBOARD_LOGIN_REQUIRED."""
 
     authentication_classes = [SessionAuthentication]
+    read_security = [{"cookieAuth": []}]  # a node's token passes the read guard, but not this view's login check
 
+    @extend_schema(operation_id="dashboard_snapshot", parameters=[EXPERIMENT],
+                   responses={200: DashboardSnapshotSerializer, **errors(401, 404)})
     def get(self, request: Request) -> Response:
         if not dashboard_access_allowed(request.user):
             raise ApplicationError("login_required", "The dashboard needs a login; sign in at /admin/login/.", 401)
-        return Response(dashboard_snapshot(request.query_params.get("experiment")))
+        return Response(shaped(DashboardSnapshotSerializer, dashboard_snapshot(request.query_params.get("experiment"))))

@@ -2,7 +2,8 @@
 experiment's initial model and report federated evaluations."""
 from typing import Any
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import IsAdminUser
@@ -15,6 +16,18 @@ from aggregation.apis import ExperimentListApi, body_read, experiment_from
 from aggregation.fl.initfile import initial_model_loads
 from aggregation.fl.serde import SerdeError
 from aggregation.models import Experiment
+from aggregation.serializers import shaped
+from aggregation.serializers_models import (
+    EvaluationInputSerializer,
+    EvaluationOutputSerializer,
+    ExperimentActionInputSerializer,
+    ExperimentActionOutputSerializer,
+    ExperimentCreatedSerializer,
+    ExperimentCreateInputSerializer,
+    ModelInitialOutputSerializer,
+    RoundFailureInputSerializer,
+    RoundFailureOutputSerializer,
+)
 from aggregation.services.evaluations import evaluation_submit
 from aggregation.services.experiment_setup import OPTIONS, experiment_setup
 from aggregation.services.experiments import experiment_initialize_from_node
@@ -22,8 +35,9 @@ from aggregation.services.lifecycle import experiment_reset, experiment_resume, 
 from aggregation.services.updates import round_failure_report
 from fedsite.errors import ApplicationError
 from fedsite.jsonparse import BoundedJSONParser, json_loads
+from fedsite.schema import EXPERIMENT, errors
 from fedsite.throttle import ThrottledBasicAuthentication
-from nodes_app.auth import node_from_request
+from nodes_app.auth import IsNode, NodeTokenAuthentication
 from nodes_app.services import node_touch
 
 # Form fields arrive as strings: these are parsed as JSON (numbers, objects, null) before validation.
@@ -52,7 +66,13 @@ class ExperimentActionApi(APIView):
     def permission_denied(self, request: Request, message: str | None = None, code: str | None = None) -> None:
         operator_denied(request)
 
-    @extend_schema(request=None, responses=None)
+    @extend_schema(
+        operation_id="experiments_action",
+        parameters=[OpenApiParameter("action", OpenApiTypes.STR, OpenApiParameter.PATH,
+                                     enum=["stop", "resume", "reset"])],
+        request=ExperimentActionInputSerializer,
+        responses={200: ExperimentActionOutputSerializer, **errors(400, 401, 403, 404, 429)},
+    )
     def post(self, request: Request, name: str, action: str) -> Response:
         experiment = Experiment.objects.filter(name=name).first()
         if experiment is None:
@@ -71,8 +91,8 @@ class ExperimentActionApi(APIView):
             raise ApplicationError("not_found", f"Experiments have no action {action!r}; use stop, resume or reset.",
                                    404)
         latest = experiment.versions.order_by("-version").values_list("version", flat=True).first()
-        return Response({"name": experiment.name, "status": experiment.status, "changed": changed,
-                         "model_version": latest})
+        return Response(shaped(ExperimentActionOutputSerializer, {
+            "name": experiment.name, "status": experiment.status, "changed": changed, "model_version": latest}))
 
 
 class ExperimentsApi(ExperimentListApi):
@@ -93,7 +113,8 @@ class ExperimentsApi(ExperimentListApi):
     def permission_denied(self, request: Request, message: str | None = None, code: str | None = None) -> None:
         operator_denied(request)
 
-    @extend_schema(request=None, responses=None)
+    @extend_schema(operation_id="experiments_create", request=ExperimentCreateInputSerializer,
+                   responses={201: ExperimentCreatedSerializer, **errors(400, 401, 403, 409, 413, 415, 429)})
     def post(self, request: Request) -> Response:
         data = request.data
         if not hasattr(data, "get"):
@@ -127,7 +148,7 @@ class ExperimentsApi(ExperimentListApi):
             init_name=upload.name if upload is not None else "", init_from_node=_truthy(data.get("init_from_node")),
             **options,
         )
-        return Response(experiment_created_payload(experiment), status=201)
+        return Response(shaped(ExperimentCreatedSerializer, experiment_created_payload(experiment)), status=201)
 
 
 def experiment_created_payload(experiment: Experiment) -> dict[str, Any]:
@@ -142,10 +163,18 @@ class ModelInitialApi(APIView):
     """A node provides the initial model of an experiment created to take it from the first node."""
 
     parser_classes: list = []
+    authentication_classes = [NodeTokenAuthentication]
+    permission_classes = [IsNode]
 
-    @extend_schema(request=None, responses=None)
+    @extend_schema(
+        operation_id="models_initial", parameters=[EXPERIMENT],
+        description="Version 0 of an experiment created with `init_from_node`: safetensors bytes whose metadata "
+                    "may carry the manifest. The first node wins; later ones get 409 `already_initialized`.",
+        request={"application/octet-stream": OpenApiTypes.BINARY},
+        responses={201: ModelInitialOutputSerializer, **errors(400, 401, 404, 409, 413)},
+    )
     def post(self, request: Request) -> Response:
-        node = node_from_request(request)
+        node = request.auth
         experiment = experiment_from(request)
         node_touch(node)
         if experiment.status != Experiment.Status.INITIALIZING:
@@ -156,16 +185,22 @@ class ModelInitialApi(APIView):
         except SerdeError as exc:
             raise ApplicationError("bad_safetensors", f"The initial parameters are rejected: {exc}.") from None
         version = experiment_initialize_from_node(experiment, node.node_id, manifest.names(), params)
-        return Response({"experiment": experiment.name, "model_version": 0, "sha256": version.sha256,
-                         "tensors": len(params)}, status=201)
+        return Response(shaped(ModelInitialOutputSerializer, {
+            "experiment": experiment.name, "model_version": 0, "sha256": version.sha256, "tensors": len(params)}),
+            status=201)
 
 
 class EvaluationSubmitApi(APIView):
     """A node reports its score of a model version on its own held-out data (federated evaluation)."""
 
-    @extend_schema(request=None, responses=None)
+    authentication_classes = [NodeTokenAuthentication]
+    permission_classes = [IsNode]
+
+    @extend_schema(operation_id="evaluations_submit", parameters=[EXPERIMENT], request=EvaluationInputSerializer,
+                   responses={200: EvaluationOutputSerializer, 201: EvaluationOutputSerializer,
+                              **errors(400, 401, 404, 409, 413)})
     def post(self, request: Request, version: int) -> Response:
-        node = node_from_request(request)
+        node = request.auth
         experiment = experiment_from(request)
         body = parsing.json_body(body_read(request))
         if not isinstance(body, dict):
@@ -178,22 +213,29 @@ class EvaluationSubmitApi(APIView):
                                                 num_examples=parsing.num_examples_parse(body.get("num_examples")),
                                                 metrics=metrics)
         summary = experiment.versions.filter(version=version).values_list("evaluation", flat=True).first()
-        return Response({"model_version": version, "node_id": node.node_id,
-                         "status": "accepted" if created else "already_accepted", "evaluation": summary},
-                        status=201 if created else 200)
+        return Response(shaped(EvaluationOutputSerializer, {
+            "model_version": version, "node_id": node.node_id,
+            "status": "accepted" if created else "already_accepted", "evaluation": summary}),
+            status=201 if created else 200)
 
 
 class RoundFailureApi(APIView):
     """A node says it cannot train on the round's model, and why: the round then fails instead of waiting."""
 
-    @extend_schema(request=None, responses=None)
+    authentication_classes = [NodeTokenAuthentication]
+    permission_classes = [IsNode]
+
+    @extend_schema(operation_id="rounds_failure", parameters=[EXPERIMENT], request=RoundFailureInputSerializer,
+                   responses={200: RoundFailureOutputSerializer, 201: RoundFailureOutputSerializer,
+                              **errors(400, 401, 404, 409, 413)})
     def post(self, request: Request, number: int) -> Response:
-        node = node_from_request(request)
+        node = request.auth
         experiment = experiment_from(request)
         body = parsing.json_body(body_read(request))
         reason = body.get("reason") if isinstance(body, dict) else None
         if not isinstance(reason, str) or not reason.strip():
             raise ApplicationError("bad_reason", "Send a JSON object with the reason, a sentence, as \"reason\".")
         created = round_failure_report(experiment=experiment, round_number=number, node=node, reason=reason)
-        return Response({"round": number, "node_id": node.node_id, "status": "recorded" if created else "already"},
-                        status=201 if created else 200)
+        return Response(shaped(RoundFailureOutputSerializer, {
+            "round": number, "node_id": node.node_id, "status": "recorded" if created else "already"}),
+            status=201 if created else 200)

@@ -1,14 +1,19 @@
 """The Rust prototype's `POST /message`: externally tagged NodeMessage JSON, now with identity."""
+from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema
+from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from aggregation import parsing, selectors, services
 from aggregation.apis import body_read, experiment_from
+from aggregation.serializers import shaped
 from fedsite.errors import ApplicationError
+from fedsite.schema import EXPERIMENT, IsoDateTimeField, NumberMapField, errors
 from nodes_app import services as node_services
 from nodes_app.apis import node_payload
-from nodes_app.auth import node_from_request
+from nodes_app.auth import NodeTokenAuthentication, node_required, request_node
+from nodes_app.serializers import NODE_STATUSES
 
 SERVER_VARIANTS = ("UpdateModel", "RegisterNode")
 NODE_VARIANTS = ("Train", "Predict")
@@ -29,7 +34,66 @@ def _variant(body: object) -> tuple[str, dict]:
     return name, content
 
 
+class UpdateModelContentSerializer(serializers.Serializer):
+    params = serializers.ListField(child=serializers.FloatField(), help_text="The flat parameter list (769).")
+    num_examples = serializers.IntegerField(min_value=1, max_value=2**31 - 1, required=False, default=1)
+    metrics = NumberMapField(required=False, allow_null=True)
+    round = serializers.IntegerField(required=False, help_text="Default: the current round.")
+
+
+class UpdateModelMessageSerializer(serializers.Serializer):
+    UpdateModel = UpdateModelContentSerializer(help_text="An update (the node's token is required).")
+
+
+class RegisterNodeContentSerializer(serializers.Serializer):
+    addr = serializers.CharField(allow_blank=True, allow_null=True, required=False, default="",
+                                 help_text="The node's base URL; empty or null: none.")
+    node_id = serializers.CharField(required=False, help_text="Default: the address (the prototype had no ids).")
+
+
+class RegisterNodeMessageSerializer(serializers.Serializer):
+    RegisterNode = RegisterNodeContentSerializer(help_text="Enrollment (X-Enrollment-Token), or with a node's "
+                                                 "token an address update.")
+
+
+class MessageRegisteredSerializer(serializers.Serializer):
+    """The node (as in `GET /api/nodes`, its status as `node_status`) and the prototype's `status`."""
+
+    node_id = serializers.CharField()
+    address = serializers.CharField(allow_blank=True)
+    last_seen = IsoDateTimeField(allow_null=True)
+    source = serializers.ChoiceField(choices=["api", "cli", "etcd"])
+    last_round = serializers.IntegerField(allow_null=True)
+    node_status = serializers.ChoiceField(choices=NODE_STATUSES)
+    status = serializers.CharField(help_text="Always `success`.")
+    token = serializers.CharField(required=False, help_text="Only when a node was enrolled (201).")
+
+
+class MessageUpdatedSerializer(serializers.Serializer):
+    status = serializers.CharField(help_text="Always `success`.")
+    round = serializers.IntegerField()
+    node_id = serializers.CharField()
+    sha256 = serializers.CharField()
+    received = serializers.IntegerField()
+    required = serializers.IntegerField()
+
+
+MESSAGE_REPLY = PolymorphicProxySerializer(component_name="MessageReply", resource_type_field_name=None,
+                                           serializers=[MessageRegisteredSerializer, MessageUpdatedSerializer])
+
+
 class MessageApi(APIView):
+    authentication_classes = [NodeTokenAuthentication]  # required for UpdateModel, optional for RegisterNode
+
+    @extend_schema(
+        operation_id="message", parameters=[EXPERIMENT],
+        description="The prototype's externally tagged NodeMessage: exactly one of `UpdateModel` and "
+                    "`RegisterNode`.",
+        request=PolymorphicProxySerializer(component_name="NodeMessage", resource_type_field_name=None,
+                                           serializers=[UpdateModelMessageSerializer, RegisterNodeMessageSerializer]),
+        responses={200: MESSAGE_REPLY, 201: MESSAGE_REPLY, **errors(400, 401, 403, 404, 409, 413)},
+        auth=[{"nodeToken": []}, {}],
+    )
     def post(self, request: Request) -> Response:
         name, content = _variant(parsing.json_body(body_read(request)))
         if name == "RegisterNode":
@@ -38,20 +102,23 @@ class MessageApi(APIView):
 
     def _register(self, request: Request, content: dict) -> Response:
         address = content.get("addr", "")
-        node = node_from_request(request, required=False)
+        if not isinstance(content.get("node_id", ""), str):
+            raise ApplicationError("bad_node_id", "node_id must be a non-empty string.")
+        node = request_node(request)
         if node is not None:
             node_services.node_update_address(node, address)
-            return Response({**node_payload(node), "node_status": node.status, "status": "success"})
+            return Response(shaped(MessageRegisteredSerializer,
+                                   {**node_payload(node), "node_status": node.status, "status": "success"}))
         # The prototype had no node ids: the address was the identity, so it stays the default.
         node_id = content.get("node_id", address)
         node, token = node_services.node_register(
             node_id=node_id, address=address, enrollment_token=request.META.get("HTTP_X_ENROLLMENT_TOKEN")
         )
-        return Response({**node_payload(node), "token": token, "node_status": node.status, "status": "success"},
-                        status=201)
+        return Response(shaped(MessageRegisteredSerializer, {
+            **node_payload(node), "token": token, "node_status": node.status, "status": "success"}), status=201)
 
     def _update_model(self, request: Request, content: dict) -> Response:
-        node = node_from_request(request)
+        node = node_required(request)
         experiment = experiment_from(request)
         spec = services.experiment_spec(experiment)
         update = services.ParsedUpdate(
@@ -66,7 +133,8 @@ class MessageApi(APIView):
             raise ApplicationError("bad_round", "round must be a round number.")
         stored, created = services.update_submit(experiment=experiment, round_number=number, node=node, update=update)
         return Response(
-            {"status": "success", "round": number, "node_id": node.node_id, "sha256": stored.sha256,
-             "received": stored.round.updates.count(), "required": experiment.total_nodes},
+            shaped(MessageUpdatedSerializer, {
+                "status": "success", "round": number, "node_id": node.node_id, "sha256": stored.sha256,
+                "received": stored.round.updates.count(), "required": experiment.total_nodes}),
             status=201 if created else 200,
         )

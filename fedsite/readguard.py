@@ -6,7 +6,7 @@ from collections.abc import Callable
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
-from fedsite.errors import ApplicationError, error_response
+from fedsite.errors import error_response
 
 # Always open: the health check, enrollment, the admin (its own login), static files, and the dashboard
 # page, which sends a browser to the login form instead of answering JSON.
@@ -25,7 +25,7 @@ def signed_in(user: object) -> bool:
 
 def read_allowed(request: HttpRequest) -> bool:
     """A logged-in user, an enrolled node's token, or (for /metrics) the metrics token."""
-    from nodes_app.auth import bearer_token, node_from_request
+    from nodes_app.auth import bearer_token, node_for_token
 
     if signed_in(getattr(request, "user", None)):
         return True
@@ -34,10 +34,7 @@ def read_allowed(request: HttpRequest) -> bool:
         return False
     if request.path == "/metrics" and settings.FL_METRICS_TOKEN:
         return secrets.compare_digest(token.encode("utf-8", "surrogateescape"), settings.FL_METRICS_TOKEN.encode())
-    try:
-        return node_from_request(request) is not None
-    except ApplicationError:
-        return False
+    return node_for_token(request, token) is not None
 
 
 class ReadProtectionMiddleware:

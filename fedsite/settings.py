@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and ReDoc served from /static/, no CDN
     "channels",
     "aggregation",
     "nodes_app",
@@ -160,12 +161,29 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": [],
     "UNAUTHENTICATED_USER": None,
     "EXCEPTION_HANDLER": "fedsite.errors.exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "fedsite.schema.AutoSchema",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "fedsite API",
-    "DESCRIPTION": "Federated learning coordination: nodes, rounds, updates and model versions.",
+    "DESCRIPTION": (
+        "Federated learning coordination: nodes, rounds, updates and model versions.\n\n"
+        "Every error is a 4xx JSON body `{\"error\": \"<code>\", \"detail\": \"<sentence>\"}`. Nodes authenticate "
+        "with their token (`nodeToken`), operators as a Django staff user (`basicAuth` or `cookieAuth`). Reads are "
+        "open unless the server runs with FL_LOGIN_REQUIRED=1: then every GET (this schema and its Swagger UI and "
+        "ReDoc pages too) needs a login session or a node's token, and answers 401 `login_required` without."
+    ),
     "VERSION": "0.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "ExperimentStatusEnum": "aggregation.serializers.EXPERIMENT_STATUSES",
+        "RoundStatusEnum": "aggregation.serializers.ROUND_STATUSES",
+        "RoundStateStatusEnum": "aggregation.serializers.ROUND_STATE_STATUSES",
+        "AcceptedStatusEnum": "aggregation.serializers.ACCEPTED_STATUSES",
+        "NodeStatusEnum": "nodes_app.serializers.NODE_STATUSES",
+    },
 }
 
 # --- Redis: the Celery broker and the channel layer in the scaled mode.

@@ -3,7 +3,7 @@ from django.contrib import admin
 from django.http import HttpRequest, JsonResponse
 from django.urls import include, path, re_path
 from django.views.decorators.csrf import csrf_exempt
-from drf_spectacular.views import SpectacularAPIView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from aggregation.metrics import metrics_view
 from aggregation.views import dashboard
@@ -15,7 +15,10 @@ urlpatterns = [
     path("admin/login/", admin_login, name="admin-login-throttled"),
     path("admin/", admin.site.urls),
     path("metrics", metrics_view, name="metrics"),
+    # The contract, under the read guard like every GET (see fedsite/readguard.py); the UIs' assets are in /static/.
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/schema/swagger-ui/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("api/schema/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
     path("", include("aggregation.urls")),
     path("", include("nodes_app.urls")),
 ]

@@ -2,14 +2,17 @@
 import unicodedata
 
 from django.db.models import Max
-from rest_framework import serializers
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from fedsite.schema import errors
 from nodes_app import services
-from nodes_app.auth import node_from_request
+from nodes_app.auth import NodeTokenAuthentication, request_node
 from nodes_app.models import Node
+from nodes_app.serializers import NodeEnrolledSerializer, NodeRegisterInputSerializer, NodeSerializer
 
 
 def node_payload(node: Node, last_round: int | None = None) -> dict:
@@ -26,23 +29,33 @@ def node_payload(node: Node, last_round: int | None = None) -> dict:
 class NodeListApi(APIView):
     """The prototype's `GET /api/nodes`, with identity, status and last contact."""
 
+    @extend_schema(operation_id="nodes_list", responses={200: NodeSerializer(many=True), **errors(401)})
     def get(self, request: Request) -> Response:
         nodes = Node.objects.annotate(last_round=Max("updates__round__number")).order_by("node_id")
-        return Response([node_payload(n, n.last_round) for n in nodes])
+        return Response(NodeSerializer([node_payload(n, n.last_round) for n in nodes], many=True).data)
 
 
 class NodeRegisterApi(APIView):
     """Enroll a node (201 with its token), or update the address of the node whose token is sent."""
 
-    class InputSerializer(serializers.Serializer):
-        node_id = serializers.CharField(max_length=64, trim_whitespace=False, required=False)
-        address = serializers.CharField(max_length=200, allow_blank=True, required=False, default="")
+    InputSerializer = NodeRegisterInputSerializer
+    authentication_classes = [NodeTokenAuthentication]  # optional: with a token, the node updates its address
 
+    @extend_schema(
+        operation_id="nodes_register",
+        description="Without a token: enroll `node_id` with the `X-Enrollment-Token` header (201, with the node's "
+                    "token). With a node's token: update its address (200).",
+        parameters=[OpenApiParameter("X-Enrollment-Token", OpenApiTypes.STR, OpenApiParameter.HEADER,
+                                     description="The server's FL_ENROLLMENT_TOKEN (not needed with DEBUG=1).")],
+        request=NodeRegisterInputSerializer,
+        responses={200: NodeSerializer, 201: NodeEnrolledSerializer, **errors(400, 401, 403, 409)},
+        auth=[{"nodeToken": []}, {}],
+    )
     def post(self, request: Request) -> Response:
         data = request.data if isinstance(request.data, dict) else None
         serializer = self.InputSerializer(data=data)
         serializer.is_valid(raise_exception=True)
-        node = node_from_request(request, required=False)
+        node = request_node(request)
         if node is not None:
             requested = serializer.validated_data.get("node_id")
             if requested is not None and unicodedata.normalize("NFKC", requested) != node.node_id:
@@ -51,7 +64,7 @@ class NodeRegisterApi(APIView):
                     status=403,
                 )
             services.node_update_address(node, serializer.validated_data["address"])
-            return Response(node_payload(node), status=200)
+            return Response(NodeSerializer(node_payload(node)).data, status=200)
         node_id = serializer.validated_data.get("node_id")
         if node_id is None:
             return Response({"error": "invalid", "detail": "node_id: This field is required."}, status=400)
@@ -60,4 +73,4 @@ class NodeRegisterApi(APIView):
             address=serializer.validated_data["address"],
             enrollment_token=request.META.get("HTTP_X_ENROLLMENT_TOKEN"),
         )
-        return Response({**node_payload(node), "token": token}, status=201)
+        return Response(NodeEnrolledSerializer({**node_payload(node), "token": token}).data, status=201)
