@@ -18,7 +18,7 @@ from aggregation.fl.registry import STRATEGIES
 from aggregation.models import Evaluation, Experiment, ModelVersion, Round, Update
 from aggregation.services.experiment_setup import OPTIONS, experiment_setup
 from aggregation.services.experiments import experiment_env_fields
-from aggregation.services.lifecycle import experiment_resume, experiment_stop
+from aggregation.services.lifecycle import experiment_pause, experiment_resume, experiment_stop
 from fedsite.errors import ApplicationError
 
 BLOB_HIDDEN = ("parameters",)
@@ -117,7 +117,12 @@ class ExperimentAdmin(admin.ModelAdmin):
         ("Evaluation and stopping", {"fields": _EVALUATION}),
     )
 
-    actions = ["stop_runs", "resume_runs"]
+    actions = ["pause_runs", "stop_runs", "resume_runs"]
+
+    @admin.action(description="Pause the selected runs (nodes wait until they resume)")
+    def pause_runs(self, request: HttpRequest, queryset: QuerySet) -> None:
+        paused = [e.name for e in queryset if experiment_pause(e, f"{request.user} in the admin")]
+        self.message_user(request, f"Paused: {', '.join(paused)}." if paused else "No running experiment selected.")
 
     @admin.action(description="Resume the selected runs from their latest model")
     def resume_runs(self, request: HttpRequest, queryset: QuerySet) -> None:

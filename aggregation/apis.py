@@ -173,7 +173,7 @@ class RoundCurrentApi(APIView):
         marker = selectors.round_marker(experiment)
         # Only the round number or the run's end can answer the poll, so the wait re-checks that
         # in one cheap query; the full state is built once, for the answer.
-        waiting = (Experiment.Status.RUNNING, Experiment.Status.INITIALIZING)
+        waiting = (Experiment.Status.RUNNING, Experiment.Status.INITIALIZING, Experiment.Status.PAUSED)
         while marker[0] == known_number and marker[1] in waiting:
             remaining = until - time.monotonic()
             if remaining <= 0:

@@ -145,6 +145,12 @@ class NodeLoop:
             if run.get("status") in ("finished", "stopped"):  # max_rounds, a stop condition, or an operator
                 self._finish(run.get("model_version"))
                 return False
+            if run.get("status") == "paused":  # the next poll waits until the run resumes (a new round) or ends
+                if self.state != "paused":
+                    logger.info("node %s: %s; waiting for it to resume", self.node_id,
+                                run.get("finish_reason") or "the run was paused")
+                self._known, self.state = info.get("number"), "paused"
+                return False
             self.finished, number = False, info.get("number")
             self.round = number
             if (number is None or info.get("status") != "open" or number in self._done_rounds

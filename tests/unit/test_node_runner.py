@@ -257,3 +257,20 @@ def test_run_stops_when_the_stop_event_is_set(fake: FakeClient, tmp_path: Any) -
 def test_node_seeds_are_stable_and_differ_between_nodes() -> None:
     assert default_seed("3") == 3
     assert default_seed("edge-a") == default_seed("edge-a") != default_seed("edge-b")
+
+
+def test_a_paused_run_makes_the_node_wait_not_finish_and_train_on_after_the_resume(
+    runner: NodeRunner, fake: FakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.info = round_info(number=1, status="failed", run="paused")
+    fake.info["run"]["finish_reason"] = "paused by op in the admin"
+
+    with caplog.at_level(logging.INFO, logger="fedsite.node"):
+        steps = [runner.step(), runner.step()]
+
+    assert steps == [False, False] and fake.uploads == [] and not runner.finished
+    assert runner.status_snapshot()["state"] == "paused"
+    assert caplog.text.count("paused by op in the admin; waiting for it to resume") == 1  # said once
+    assert fake.polls[-1] == (25.0, 1)  # the next poll waits on the paused round
+    fake.info = round_info(number=2, version=1)
+    assert runner.step() is True and [number for number, _ in fake.uploads] == [2]

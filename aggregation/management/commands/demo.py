@@ -130,6 +130,7 @@ class Command(BaseCommand):
         shown: set[int] = set()
         started = time.monotonic()
         registered = -1
+        paused = False
         while True:
             # Status first: once it says finished, the history read after it holds the last round too.
             status = requests.get(f"{url}/status", timeout=10).json()
@@ -147,7 +148,13 @@ class Command(BaseCommand):
                 if status["run_status"] == "stopped":
                     self.stdout.write("the run was stopped by an operator")
                 return
-            if time.monotonic() - started > 120 * rounds:
+            if (status.get("run_status") == "paused") != paused:
+                paused = not paused
+                self.stdout.write("the run was paused by an operator; waiting for it to resume" if paused
+                                  else "the run was resumed")
+            if paused:
+                started = time.monotonic()  # a pause is not a lack of progress
+            elif time.monotonic() - started > 120 * rounds:
                 raise CommandError("the demo made no progress; see the logs")
             time.sleep(0.5)
 
