@@ -56,6 +56,8 @@ class Command(BaseCommand):
                 stop_condition_parse(options["stop_when"])
             except ValueError as exc:
                 raise CommandError(f"--stop-when: {exc}") from None
+        if not options["prepare"]:
+            self._refuse_environment()
         strategy_params = _strategy_checked(options["strategy"], options["strategy_params"])
         if options["prepare"]:
             self._prepare(options, strategy_params)
@@ -114,6 +116,17 @@ class Command(BaseCommand):
                     proc.wait(15)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+
+    def _refuse_environment(self) -> None:
+        """The demo configures its own server and nodes: say which FL_ variables it leaves unused, rather than
+        let `FL_EPOCHS=10 make demo` look as if it had worked."""
+        honoured = {"FL_STRATEGY", "FL_STRATEGY_PARAMS"}
+        ignored = sorted(k for k in os.environ if k.startswith(("FL_", "DATABASE_URL", "REDIS_URL"))
+                         and k not in honoured)
+        if ignored:
+            self.stderr.write(f"the demo ignores {', '.join(ignored)}: it runs its own embedded server and nodes and "
+                              "takes only FL_STRATEGY and FL_STRATEGY_PARAMS (or its options: see --help); for a "
+                              "configured run use `make run` and `manage.py runnode`")
 
     def _wait_for_server(self, url: str, server: subprocess.Popen, workdir: Path) -> None:
         for _ in range(300):
