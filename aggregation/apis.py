@@ -159,7 +159,7 @@ class RoundCurrentApi(APIView):
         experiment = experiment_from(request)
         node = request_node(request)
         if node is not None:
-            node_touch(node)
+            node_touch(node, experiment)
         try:
             wait = float(request.query_params.get("wait", 0))
             known = request.query_params.get("known")
