@@ -94,6 +94,15 @@ def test_a_model_download_is_documented_as_safetensors_and_as_json(schema):
     assert as_json["properties"]["parameters"] == {"type": "array", "items": {"type": "number"}}
 
 
+def test_the_round_metrics_export_is_documented_as_json_and_csv(schema):
+    operation = _operation(schema, "/api/rounds", "get")
+    content = operation["responses"]["200"]["content"]
+
+    assert set(_params(operation)["format"]["schema"]["enum"]) == {"json", "csv"}
+    assert content["text/csv"]["schema"]["type"] == "string"
+    assert "rounds" in _resolve(schema, content["application/json"]["schema"])["required"]
+
+
 def test_node_tokens_and_operators_are_security_schemes(schema):
     schemes = schema["components"]["securitySchemes"]
 
