@@ -12,8 +12,9 @@ OPERATIONS = {
     ("/api/experiments", "post"), ("/api/experiments/{name}/{action}", "post"), ("/api/model/params", "get"),
     ("/api/models/{version}", "get"), ("/api/models/{version}/download", "get"), ("/api/models/initial", "post"),
     ("/api/models/{version}/evaluations", "post"), ("/api/nodes", "get"), ("/api/nodes/register", "post"),
-    ("/api/nodes/done", "post"), ("/api/rounds", "get"), ("/api/rounds/current", "get"), ("/api/rounds/{number}", "get"),
-    ("/api/rounds/{number}/updates", "post"), ("/api/rounds/{number}/failures", "post"),
+    ("/api/nodes/done", "post"), ("/api/rounds", "get"), ("/api/rounds/current", "get"),
+    ("/api/rounds/{number}", "get"), ("/api/rounds/{number}/updates", "post"),
+    ("/api/rounds/{number}/failures", "post"),
 }
 
 
