@@ -206,13 +206,15 @@ class RoundListApi(APIView):
             (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="number, status, base_version, "
                                                "model_version, opened_at, closed_at, duration_s, updates, "
                                                "failure_reason, then every metric by name."),
-            **errors(401, 404),
+            **errors(400, 401, 404),
         },
     )
     def get(self, request: Request) -> Response | HttpResponse:
+        export = request.query_params.get("format")
+        if export not in (None, "json", "csv"):
+            raise ApplicationError("bad_format", f"format {export!r} is not one of json or csv.")
         experiment = experiment_from(request)
         rounds = selectors.rounds_history(experiment)
-        export = request.query_params.get("format")
         if export == "csv":
             response = HttpResponse(exports.rounds_csv(rounds), content_type="text/csv; charset=utf-8")
             response["Content-Disposition"] = f'attachment; filename="{experiment.name}-rounds.csv"'

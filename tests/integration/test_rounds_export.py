@@ -43,3 +43,10 @@ def test_the_round_metrics_download_as_json_with_the_same_shape_as_the_api(api, 
     assert download.status_code == 200 and download.json() == plain.json()
     assert download["Content-Disposition"] == 'attachment; filename="exp-rounds.json"'
     assert "Content-Disposition" not in plain
+
+
+def test_an_unknown_export_format_is_refused_with_a_sentence(api, one_closed_round):
+    response = api.get("/api/rounds?experiment=exp&format=xlsx")
+
+    assert response.status_code == 400 and response.json()["error"] == "bad_format"
+    assert "json or csv" in response.json()["detail"]
