@@ -91,14 +91,12 @@ const PARAM_ROWS = [
   ["server test set", (e) => e.server_eval || "none"],
 ];
 
-function paramRow(name, a, b, compare, className) {
+// One row: the parameter, then its value in each run shown (one, or two when comparing).
+function paramRow(name, values, className) {
   const tr = document.createElement("tr");
   tr.appendChild(cell(name, "param" + (className ? " " + className : "")));
-  tr.appendChild(cell(a));
-  if (compare) {
-    tr.appendChild(cell(b));
-    if (a !== b) tr.classList.add("differs");
-  }
+  for (const v of values) tr.appendChild(cell(v));
+  if (values.length > 1 && values.some((v) => v !== values[0])) tr.classList.add("differs");
   return tr;
 }
 
@@ -107,12 +105,10 @@ export function renderParams(s, other) {
   $("params-b").hidden = !other;
   text("params-b", other ? other.experiment.name : "");
   const runs = other ? [s, other] : [s];
-  const rows = PARAM_ROWS.map(([name, get]) => paramRow(name, ...runs.map((r) => String(get(r.experiment, r))),
-    !!other));
+  const rows = PARAM_ROWS.map(([name, get]) => paramRow(name, runs.map((r) => String(get(r.experiment, r)))));
   // Each hyperparameter of either strategy on its own row, right after the strategy.
   const keys = [...new Set(runs.flatMap((r) => Object.keys(r.experiment.strategy_params)))];
-  rows.splice(1, 0, ...keys.map((k) => paramRow(k, ...runs.map((r) => value(r.experiment.strategy_params[k])),
-    !!other, "sub")));
+  rows.splice(1, 0, ...keys.map((k) => paramRow(k, runs.map((r) => value(r.experiment.strategy_params[k])), "sub")));
   $("run-params").tBodies[0].replaceChildren(...rows);
 }
 

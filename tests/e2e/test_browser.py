@@ -260,8 +260,10 @@ def test_dashboard_compares_fedavg_with_fedadam_accuracy_apart_from_losses_and_s
     page.check("#loss-log")
     assert page.evaluate("Chart.getChart(document.getElementById('chart-loss')).scales.y.type") == "logarithmic"
     # The run's parameters beside the charts.
-    params = dict(page.evaluate("""[...document.querySelectorAll('#run-params tbody tr')]
-        .map((tr) => [tr.cells[0].textContent, tr.cells[1].textContent])"""))
+    rows = page.evaluate("""[...document.querySelectorAll('#run-params tbody tr')]
+        .map((tr) => [...tr.cells].map((c) => c.textContent))""")
+    assert {len(row) for row in rows} == {2}, rows  # the parameter and this run's value
+    params = dict(rows)
     assert params["strategy"] == "fedavg" and params["epochs"] == "5" and params["learning rate"] == "0.1"
     assert params["partition"] == "shards:2" and params["data"] == "digits"
     assert params["nodes"] == "2 (2 per round, quorum 2)" and params["rounds"] == "3 of 3"
