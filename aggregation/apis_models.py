@@ -178,7 +178,7 @@ class ModelInitialApi(APIView):
     def post(self, request: Request) -> Response:
         node = request.auth
         experiment = experiment_from(request)
-        node_touch(node)
+        node_touch(node, experiment)
         if experiment.status != Experiment.Status.INITIALIZING:
             raise ApplicationError("already_initialized", f"Experiment {experiment.name!r} already has its initial "
                                    "model; download it and train.", 409)
