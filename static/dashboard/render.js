@@ -31,7 +31,9 @@ function row(table, cells) {
 }
 
 // The server card says what the run is doing: a finished or stopped run is not "running".
-const RUN_WORDS = { running: "running", finished: "finished", stopped: "stopped", initializing: "waiting for a model" };
+const RUN_WORDS = {
+  running: "running", finished: "finished", stopped: "stopped", paused: "paused", initializing: "waiting for a model",
+};
 
 function renderHeader(s) {
   const e = s.experiment;
