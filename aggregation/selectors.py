@@ -1,4 +1,5 @@
 """Selectors read: the shapes the API, the dashboard and long-polls serve."""
+import re
 from functools import lru_cache
 from typing import Any
 
@@ -9,12 +10,16 @@ from aggregation.fl.serde import params_loads
 from aggregation.models import Experiment, ModelVersion, Round
 from fedsite.errors import ApplicationError
 
+SLUG = re.compile(r"[-a-zA-Z0-9_]{1,64}")
+
 
 def experiment_get(name: str | None) -> Experiment:
     """The named experiment, or the default one (created by `migrate` and at server start, never by a read)."""
     from django.conf import settings
 
-    experiment = Experiment.objects.filter(name=name or settings.FL_EXPERIMENT).first()
+    # Names are slugs: anything else names no experiment and never reaches the database.
+    experiment = (Experiment.objects.filter(name=name or settings.FL_EXPERIMENT).first()
+                  if not name or SLUG.fullmatch(name) else None)
     if experiment is None:
         if not name:
             raise ApplicationError("no_experiment", f"The default experiment {settings.FL_EXPERIMENT!r} does not "

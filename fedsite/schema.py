@@ -18,7 +18,8 @@ class ErrorSerializer(serializers.Serializer):
 
 # What each status means across the API; an operation lists the ones it can answer.
 ERROR_SENTENCES = {
-    400: "A malformed request: bad JSON or safetensors, a wrong shape, a value out of range.",
+    400: "A malformed request: bad JSON or safetensors, a wrong shape, a value out of range; on every operation, "
+         "a NUL character in the path, query or cookies.",
     401: "Credentials missing or wrong: a node's token (`missing_token`, `bad_token`), an operator's login "
          "(`operator_required`), or any login with FL_LOGIN_REQUIRED (`login_required`).",
     403: "Authenticated, but not allowed: a non-staff user, or another node's token.",
@@ -94,7 +95,15 @@ READ_SECURITY: list[dict[str, list]] = [{"nodeToken": []}, {"cookieAuth": []}]
 
 
 class AutoSchema(SpectacularAutoSchema):
-    """Adds the read guard's alternatives to every GET: a node token, a login session, or nothing."""
+    """Adds the read guard's alternatives to every GET: a node token, a login session, or nothing; and the 400
+    every operation can answer (fedsite.requestguard refuses a NUL before any view runs)."""
+
+    def _get_response_bodies(self, direction: Any = "response") -> Any:
+        # Not get_response_serializers: @extend_schema(responses=...) replaces that method on the view's schema.
+        bodies = super()._get_response_bodies(direction)
+        if "400" not in bodies:
+            bodies["400"] = self._get_response_for_code(errors(400)[400], "400", direction=direction)
+        return bodies
 
     def get_auth(self) -> list[dict[str, list]]:
         auths = super().get_auth()

@@ -45,6 +45,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Before anything reads the path, query or cookies: a NUL in them is a 400, never a database error.
+    "fedsite.requestguard.NulGuardMiddleware",
     # Serves /static/ from this process in every mode (runserver serves it only with DEBUG=1).
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -130,3 +130,28 @@ def test_a_full_width_node_id_is_the_same_node_as_its_ascii_form(api, register):
     # Assert
     assert assert_json_4xx(taken, 409)["error"] == "node_exists"
     assert same.status_code == 200 and same.json()["node_id"] == "12"
+
+
+@pytest.mark.parametrize("path", [
+    "/api/rounds/current?experiment=%00", "/api/rounds/current?experiment=a%00b", "/api/models/latest?x=%00",
+    "/api/rounds?experiment=%C2%9B%00",
+])
+def test_a_nul_in_the_query_is_a_400_on_every_database(api, experiment, path):
+    """PostgreSQL cannot hold a NUL: it reached a query as a 500 there (found by schemathesis)."""
+    response = api.get(path)
+
+    assert response.status_code == 400 and response.json()["error"] == "bad_request"
+
+
+def test_a_nul_in_a_cookie_is_a_400(api, experiment):
+    api.cookies["sessionid"] = "abc\x00def"
+
+    response = api.get("/api/rounds/current")
+
+    assert response.status_code == 400
+
+
+def test_an_experiment_name_that_is_not_a_slug_names_no_experiment(api, experiment):
+    response = api.get("/api/rounds/current?experiment=" + "%C3%A9" * 3)
+
+    assert response.status_code == 404 and response.json()["error"] == "unknown_experiment"
