@@ -18,7 +18,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from aggregation import events, metrics, parsing, selectors, services
+from aggregation import events, metrics, parsing, selectors
 from aggregation.dashboard import dashboard_access_allowed, dashboard_snapshot
 from aggregation.fl import NDArrays
 from aggregation.fl.manifest import manifest_of
@@ -38,7 +38,7 @@ from aggregation.serializers import (
     UpdateJsonInputSerializer,
     shaped,
 )
-from aggregation.services.experiments import experiment_public_params
+from aggregation.services.updates import ParsedUpdate, update_submit
 from fedsite.errors import ApplicationError
 from fedsite.schema import EXPERIMENT, errors
 from nodes_app.auth import IsNode, NodeTokenAuthentication, request_node
@@ -71,14 +71,14 @@ def experiment_from(request: Request) -> Experiment:
 
 def round_base(experiment: Experiment, number: int) -> NDArrays:
     """Round `number`'s base model: what an fp16/int8 delta upload is decoded against."""
-    base = services.round_base_parameters(experiment, number)
+    base = selectors.round_base_parameters(experiment, number)
     if base is None:
-        raise services.round_unknown(experiment, number)
+        raise selectors.round_unknown(experiment, number)
     return base
 
 
-def parsed_update(request: Request, experiment: Experiment, number: int) -> services.ParsedUpdate:
-    spec = services.experiment_spec(experiment)
+def parsed_update(request: Request, experiment: Experiment, number: int) -> ParsedUpdate:
+    spec = selectors.experiment_spec(experiment)
     body = body_read(request)
     if not body:
         raise ApplicationError("empty_body", "The upload is empty; send safetensors bytes or a JSON object.")
@@ -121,7 +121,7 @@ class ExperimentListApi(APIView):
         return Response(shaped(ExperimentSerializer, [
             {
                 "name": e.name, "status": e.status, "strategy": e.strategy,
-                "strategy_params": experiment_public_params(e.strategy_params),
+                "strategy_params": selectors.experiment_public_params(e.strategy_params),
                 "model_spec": e.model_spec, "total_nodes": e.total_nodes, "min_nodes": e.min_nodes,
                 "round_timeout_s": e.round_timeout_s, "on_timeout": e.on_timeout, "max_rounds": e.max_rounds,
                 "epochs": e.epochs, "learning_rate": e.learning_rate, "batch_size": e.batch_size,
@@ -130,7 +130,7 @@ class ExperimentListApi(APIView):
                 "server_eval": e.server_eval, "stop_metric": e.stop_metric, "stop_op": e.stop_op,
                 "stop_threshold": e.stop_threshold, "stop_patience": e.stop_patience, "finish_reason": e.finish_reason,
             }
-            for e in Experiment.objects.all()
+            for e in selectors.experiment_list()
         ], many=True))
 
 
@@ -232,7 +232,7 @@ class UpdateSubmitApi(APIView):
         # The body is read into memory only inside a slot: ten 40 MB uploads at once held 2 GB.
         with upload_slots(settings.FL_UPLOAD_CONCURRENCY):
             update = parsed_update(request, experiment, number)
-            stored, created = services.update_submit(
+            stored, created = update_submit(
                 experiment=experiment, round_number=number, node=node, update=update
             )
         return Response(
@@ -293,7 +293,7 @@ class ModelVersionDownloadApi(APIView):
         if request.query_params.get("format") == "json":
             params = selectors.version_parameters(found.pk, found.sha256)
             # The flat list is the tensors of `tensors`, in that order, each row-major.
-            tensors = manifest_of(services.experiment_spec(experiment)).to_dict()["tensors"]
+            tensors = manifest_of(selectors.experiment_spec(experiment)).to_dict()["tensors"]
             return Response(shaped(ModelDownloadJsonSerializer, {
                 **_version_payload(found), "tensors": tensors, "parameters": flatten(params).tolist()}))
         response = HttpResponse(selectors.version_blob(found.pk, found.sha256), content_type="application/octet-stream")

@@ -5,9 +5,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from aggregation import parsing, selectors, services
+from aggregation import parsing, selectors
 from aggregation.apis import body_read, experiment_from
 from aggregation.serializers import shaped
+from aggregation.services.updates import ParsedUpdate, update_submit
 from fedsite.errors import ApplicationError
 from fedsite.schema import EXPERIMENT, IsoDateTimeField, NumberMapField, errors
 from nodes_app import services as node_services
@@ -120,8 +121,8 @@ class MessageApi(APIView):
     def _update_model(self, request: Request, content: dict) -> Response:
         node = node_required(request)
         experiment = experiment_from(request)
-        spec = services.experiment_spec(experiment)
-        update = services.ParsedUpdate(
+        spec = selectors.experiment_spec(experiment)
+        update = ParsedUpdate(
             parameters=parsing.parameters_from_json(spec, content.get("params")),
             # The prototype sent no sample count; 1 keeps its plain mean among such nodes.
             num_examples=parsing.num_examples_parse(content.get("num_examples", 1)),
@@ -131,7 +132,7 @@ class MessageApi(APIView):
         number = content.get("round", state["number"])
         if isinstance(number, bool) or not isinstance(number, int):
             raise ApplicationError("bad_round", "round must be a round number.")
-        stored, created = services.update_submit(experiment=experiment, round_number=number, node=node, update=update)
+        stored, created = update_submit(experiment=experiment, round_number=number, node=node, update=update)
         return Response(
             shaped(MessageUpdatedSerializer, {
                 "status": "success", "round": number, "node_id": node.node_id, "sha256": stored.sha256,

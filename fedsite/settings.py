@@ -274,8 +274,10 @@ FL_SWEEP_INTERVAL_S = envfloat("FL_SWEEP_INTERVAL_S", 2.0 if REDIS_URL else 0.5,
 # Scaled mode: Celery beat (`celery -A fedsite worker -B`, or a separate `celery -A fedsite beat`)
 # runs the sweeper; the embedded mode runs it in a thread of the server process.
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+# Beat's tasks live apart from the tasks the services enqueue (aggregation/beat.py says why).
+CELERY_IMPORTS = ("aggregation.beat",)
 CELERY_BEAT_SCHEDULE = {
-    "sweep-rounds": {"task": "aggregation.tasks.rounds_sweep", "schedule": FL_SWEEP_INTERVAL_S},
+    "sweep-rounds": {"task": "aggregation.beat.rounds_sweep", "schedule": FL_SWEEP_INTERVAL_S},
 }
 FL_AGGREGATION_RETRY_S = envfloat("FL_AGGREGATION_RETRY_S", 15.0, minimum=0.0)
 FL_CREATE_DEFAULT_EXPERIMENT = True

@@ -1,7 +1,6 @@
 """Node API: enrollment and the node list."""
 import unicodedata
 
-from django.db.models import Max
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.request import Request
@@ -9,7 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from fedsite.schema import errors
-from nodes_app import services
+from nodes_app import selectors, services
 from nodes_app.auth import NodeTokenAuthentication, request_node
 from nodes_app.models import Node
 from nodes_app.serializers import NodeEnrolledSerializer, NodeRegisterInputSerializer, NodeSerializer
@@ -31,7 +30,7 @@ class NodeListApi(APIView):
 
     @extend_schema(operation_id="nodes_list", responses={200: NodeSerializer(many=True), **errors(401)})
     def get(self, request: Request) -> Response:
-        nodes = Node.objects.annotate(last_round=Max("updates__round__number")).order_by("node_id")
+        nodes = selectors.node_list()
         return Response(NodeSerializer([node_payload(n, n.last_round) for n in nodes], many=True).data)
 
 

@@ -10,7 +10,7 @@ from aggregation import events
 from aggregation.fl.aggregate import weighted_metrics
 from aggregation.fl.guard import capped_examples
 from aggregation.models import Evaluation, Experiment, ModelVersion, Round
-from aggregation.services.evaluation import stop_condition_reason
+from aggregation.selectors import stop_condition_reason
 from aggregation.services.lifecycle import experiment_finish
 from fedsite.errors import ApplicationError
 from nodes_app.models import Node

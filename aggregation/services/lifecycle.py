@@ -10,8 +10,9 @@ from django.utils import timezone
 from aggregation import events
 from aggregation.fl.serde import params_dumps, params_loads, sha256_hex
 from aggregation.models import Experiment, ModelVersion, Round
-from aggregation.services.experiments import experiment_spec, version_metadata
+from aggregation.selectors import experiment_spec
 from aggregation.services.rounds import round_open
+from aggregation.services.versions import version_metadata
 from fedsite.errors import ApplicationError
 
 logger = logging.getLogger("fedsite.experiments")
