@@ -41,8 +41,7 @@ from aggregation.serializers import (
 from aggregation.services.updates import ParsedUpdate, update_submit
 from fedsite.errors import ApplicationError
 from fedsite.schema import EXPERIMENT, errors
-from nodes_app.auth import IsNode, NodeTokenAuthentication, request_node
-from nodes_app.services import node_touch
+from nodes_app.auth import IsNode, NodeTokenAuthentication
 
 
 def body_read(request: Request) -> bytes:
@@ -157,9 +156,6 @@ class RoundCurrentApi(APIView):
     )
     def get(self, request: Request) -> Response:
         experiment = experiment_from(request)
-        node = request_node(request)
-        if node is not None:
-            node_touch(node)
         try:
             wait = float(request.query_params.get("wait", 0))
             known = request.query_params.get("known")

@@ -38,7 +38,6 @@ from fedsite.jsonparse import BoundedJSONParser, json_loads
 from fedsite.schema import EXPERIMENT, errors
 from fedsite.throttle import ThrottledBasicAuthentication
 from nodes_app.auth import IsNode, NodeTokenAuthentication
-from nodes_app.services import node_touch
 
 # Form fields arrive as strings: these are parsed as JSON (numbers, objects, null) before validation.
 JSON_OPTIONS = ("strategy_params", "total_nodes", "min_nodes", "max_rounds", "round_timeout_s", "epochs",
@@ -176,7 +175,6 @@ class ModelInitialApi(APIView):
     def post(self, request: Request) -> Response:
         node = request.auth
         experiment = experiment_from(request)
-        node_touch(node)
         if experiment.status != Experiment.Status.INITIALIZING:
             raise ApplicationError("already_initialized", f"Experiment {experiment.name!r} already has its initial "
                                    "model; download it and train.", 409)
