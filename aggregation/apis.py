@@ -1,7 +1,6 @@
 """HTTP API of the server: thin views that validate, call one service or selector, and serialize."""
 import math
 import threading
-import time
 from functools import cache
 
 from django.conf import settings
@@ -18,7 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from aggregation import events, metrics, parsing, selectors
+from aggregation import longpoll, metrics, parsing, selectors
 from aggregation.dashboard import dashboard_access_allowed, dashboard_snapshot
 from aggregation.fl import NDArrays
 from aggregation.fl.manifest import manifest_of
@@ -133,11 +132,6 @@ class ExperimentListApi(APIView):
         ], many=True))
 
 
-# Seconds between a waiting long-poll's re-checks: in the embedded mode every change is committed in
-# this process and wakes the poll itself, so the re-check is only a safety net.
-LONGPOLL_RECHECK_S = {"embedded": 5.0, "scaled": 1.0}
-
-
 class RoundCurrentApi(APIView):
     """The open round; with ?wait=S&known=N a long-poll that answers as soon as round N is over."""
 
@@ -165,23 +159,8 @@ class RoundCurrentApi(APIView):
         except ValueError:
             raise ApplicationError("bad_query", "wait must be a number of seconds and known a round number.") from None
         wait = min(max(wait, 0.0), settings.FL_LONGPOLL_MAX_S)
-        until = time.monotonic() + wait
-        marker = selectors.round_marker(experiment)
-        # Only the round number or the run's end can answer the poll, so the wait re-checks that
-        # in one cheap query; the full state is built once, for the answer.
-        waiting = (Experiment.Status.RUNNING, Experiment.Status.INITIALIZING)
-        while marker[0] == known_number and marker[1] in waiting:
-            remaining = until - time.monotonic()
-            if remaining <= 0:
-                break
-            # Woken at once by round changes committed in this process; changes committed by a
-            # Celery worker (scaled mode) are seen at the next re-check.
-            with events.state_changed:
-                events.state_changed.wait(timeout=min(LONGPOLL_RECHECK_S[settings.FL_MODE], remaining))
-            marker = selectors.round_marker(experiment)
-        if marker[1] != experiment.status:  # the run ended, resumed or got its first model during the wait
-            experiment.refresh_from_db()
-        return Response(shaped(RoundStateSerializer, selectors.round_state(experiment)))
+        state = longpoll.round_state_wait(experiment, known=known_number, wait=wait)
+        return Response(shaped(RoundStateSerializer, state))
 
 
 class RoundListApi(APIView):

@@ -283,6 +283,10 @@ FL_AGGREGATION_RETRY_S = envfloat("FL_AGGREGATION_RETRY_S", 15.0, minimum=0.0)
 FL_CREATE_DEFAULT_EXPERIMENT = True
 FL_EMBEDDED_SWEEPER = envbool("FL_EMBEDDED_SWEEPER", True)
 FL_LONGPOLL_MAX_S = envfloat("FL_LONGPOLL_MAX_S", 30.0, minimum=0.0)
+# Seconds between a waiting long-poll's re-checks of the database. A commit in the server's own process
+# wakes the poll at once (always so in the embedded mode, where the re-check is only a safety net); one
+# in a Celery worker (scaled mode) is seen at the next re-check.
+FL_LONGPOLL_RECHECK_S = envfloat("FL_LONGPOLL_RECHECK_S", 1.0 if REDIS_URL else 5.0, minimum=0.05)
 FL_NODE_STALE_S = envfloat("FL_NODE_STALE_S", 60.0, minimum=1.0)
 FL_NODE_OFFLINE_S = envfloat("FL_NODE_OFFLINE_S", 300.0, minimum=1.0)
 FL_DASHBOARD_LOGIN_REQUIRED = envbool("FL_DASHBOARD_LOGIN_REQUIRED", False)

@@ -150,7 +150,7 @@ def test_the_cycle_check_counts_a_package_init_that_imports_its_modules(tmp_path
     assert found == [["pkg.services", "pkg.services.handover", "pkg.tasks"]]
 
 
-@pytest.mark.parametrize("selectors", ["aggregation.selectors", "nodes_app.selectors"])
+@pytest.mark.parametrize("selectors", ["aggregation.selectors", "nodes_app.selectors", "aggregation.longpoll"])
 def test_reads_import_no_service_and_no_task(selectors):
     graph = import_graph(REPO_ROOT, PACKAGES)
 
