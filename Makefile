@@ -47,6 +47,7 @@ test: lint test-sqlite test-postgres
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 # The SQLite step also runs the scaled-mode e2e tests, which need the PostgreSQL role: prepare it
 # here, not only in test-postgres, so a fresh machine passes in this order.

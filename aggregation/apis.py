@@ -40,7 +40,7 @@ from aggregation.serializers import (
 from aggregation.services.updates import ParsedUpdate, update_submit
 from fedsite.errors import ApplicationError
 from fedsite.schema import EXPERIMENT, errors
-from nodes_app.auth import IsNode, NodeTokenAuthentication
+from nodes_app.auth import IsNode, NodeTokenAuthentication, node_required
 
 
 def body_read(request: Request) -> bytes:
@@ -93,9 +93,10 @@ def parsed_update(request: Request, experiment: Experiment, number: int) -> Pars
 class StatusApi(APIView):
     """The prototype's health check; read-only, open even with FL_LOGIN_REQUIRED."""
 
-    read_security: list = []
+    read_security: list[dict[str, list[str]]] = []
 
-    @extend_schema(parameters=[EXPERIMENT], responses={200: StatusSerializer}, auth=[{}])
+    @extend_schema(parameters=[EXPERIMENT], responses={200: StatusSerializer},
+                   auth=[{}])  # type: ignore[list-item]  # security requirement objects: drf-spectacular takes them
     def get(self, request: Request) -> Response:
         payload = {"status": "running", "message": "Server is active", "mode": settings.FL_MODE}
         try:
@@ -202,7 +203,7 @@ class UpdateSubmitApi(APIView):
                    **errors(400, 401, 404, 409, 413, 415)},
     )
     def post(self, request: Request, number: int) -> Response:
-        node = request.auth
+        node = node_required(request)
         experiment = experiment_from(request)
         # The body is read into memory only inside a slot: ten 40 MB uploads at once held 2 GB.
         with upload_slots(settings.FL_UPLOAD_CONCURRENCY):
@@ -297,7 +298,8 @@ class DashboardSnapshotApi(APIView):
     """The dashboard's data in one call (its polling fallback); behind a login with FL_DASHBOARD_LOGIN_REQUIRED."""
 
     authentication_classes = [SessionAuthentication]
-    read_security = [{"cookieAuth": []}]  # a node's token passes the read guard, but not this view's login check
+    # A node's token passes the read guard, but not this view's login check.
+    read_security: list[dict[str, list[str]]] = [{"cookieAuth": []}]
 
     @extend_schema(operation_id="dashboard_snapshot", parameters=[EXPERIMENT],
                    responses={200: DashboardSnapshotSerializer, **errors(401, 404)})

@@ -40,7 +40,7 @@ def parameter_summary(names: list[str], params: list[np.ndarray], bins: int = HI
 
     One tensor at a time in float64, never all of them concatenated: a large model costs one layer's copy.
     """
-    layers = []
+    layers: list[dict[str, Any]] = []
     lo, hi = np.inf, -np.inf
     for name, arr in zip(names, params, strict=True):
         values = np.asarray(arr, dtype=np.float64).ravel()
@@ -50,6 +50,7 @@ def parameter_summary(names: list[str], params: list[np.ndarray], bins: int = HI
                        "norm": float(np.linalg.norm(values))})
         if values.size:
             lo, hi = min(lo, float(values.min())), max(hi, float(values.max()))
+    counts: Any  # an array: the sum of per-tensor histograms (sum() is typed as possibly its start, 0)
     edges, counts = np.zeros(0), np.zeros(0, dtype=np.int64)
     if lo <= hi:  # at least one parameter
         edges = np.histogram_bin_edges([lo, hi], bins=bins)

@@ -63,7 +63,7 @@ class MessageRegisteredSerializer(serializers.Serializer):
     node_id = serializers.CharField()
     address = serializers.CharField(allow_blank=True)
     last_seen = IsoDateTimeField(allow_null=True)
-    source = serializers.ChoiceField(choices=["api", "cli", "etcd"])
+    source = serializers.ChoiceField(choices=["api", "cli", "etcd"])  # type: ignore[assignment]  # a wire name: DRF's metaclass moves declared fields off the class
     last_round = serializers.IntegerField(allow_null=True)
     node_status = serializers.ChoiceField(choices=NODE_STATUSES)
     status = serializers.CharField(help_text="Always `success`.")
@@ -76,7 +76,7 @@ class MessageUpdatedSerializer(serializers.Serializer):
     node_id = serializers.CharField()
     sha256 = serializers.CharField()
     received = serializers.IntegerField()
-    required = serializers.IntegerField()
+    required = serializers.IntegerField()  # type: ignore[assignment]  # a wire name: DRF's metaclass moves declared fields off the class
 
 
 MESSAGE_REPLY = PolymorphicProxySerializer(component_name="MessageReply", resource_type_field_name=None,
@@ -93,7 +93,7 @@ class MessageApi(APIView):
         request=PolymorphicProxySerializer(component_name="NodeMessage", resource_type_field_name=None,
                                            serializers=[UpdateModelMessageSerializer, RegisterNodeMessageSerializer]),
         responses={200: MESSAGE_REPLY, 201: MESSAGE_REPLY, **errors(400, 401, 403, 404, 409, 413)},
-        auth=[{"nodeToken": []}, {}],
+        auth=[{"nodeToken": []}, {}],  # type: ignore[list-item]  # security requirement objects: drf-spectacular takes them
     )
     def post(self, request: Request) -> Response:
         name, content = _variant(parsing.json_body(body_read(request)))

@@ -1,7 +1,9 @@
 """Selectors read: the shapes the API, the dashboard and long-polls serve, and what services look up."""
+from __future__ import annotations
+
 import json
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from django.conf import settings
 from django.db.models import Count, Max, QuerySet
@@ -13,6 +15,13 @@ from aggregation.fl.registry import strategy_create
 from aggregation.fl.serde import params_loads
 from aggregation.models import Experiment, ModelVersion, Round
 from fedsite.errors import ApplicationError
+
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
+
+
+class UpdateCount(TypedDict):
+    num_updates: int
 
 
 def experiment_list() -> QuerySet[Experiment]:
@@ -209,7 +218,7 @@ def round_state(experiment: Experiment) -> dict[str, Any]:
     }
 
 
-def round_summary(rnd: Round) -> dict[str, Any]:
+def round_summary(rnd: WithAnnotations[Round, UpdateCount]) -> dict[str, Any]:
     produced = getattr(rnd, "produced_version", None)
     duration = (rnd.closed_at - rnd.opened_at).total_seconds() if rnd.closed_at else None
     return {

@@ -102,7 +102,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": DATA_DIR / "fedsite.sqlite3",
+            "NAME": str(DATA_DIR / "fedsite.sqlite3"),
             # IMMEDIATE takes the write lock at BEGIN, so concurrent writers queue instead of
             # failing with "database is locked" (SQLite ignores select_for_update).
             "OPTIONS": {

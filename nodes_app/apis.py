@@ -48,7 +48,7 @@ class NodeRegisterApi(APIView):
                                      description="The server's FL_ENROLLMENT_TOKEN (not needed with DEBUG=1).")],
         request=NodeRegisterInputSerializer,
         responses={200: NodeSerializer, 201: NodeEnrolledSerializer, **errors(400, 401, 403, 409)},
-        auth=[{"nodeToken": []}, {}],
+        auth=[{"nodeToken": []}, {}],  # type: ignore[list-item]  # security requirement objects, as above
     )
     def post(self, request: Request) -> Response:
         data = request.data if isinstance(request.data, dict) else None

@@ -11,7 +11,7 @@ class NodeSerializer(serializers.Serializer):
     address = serializers.CharField(allow_blank=True, help_text="The node's own HTTP base URL; may be empty.")
     status = serializers.ChoiceField(choices=NODE_STATUSES, help_text="From its last contact.")
     last_seen = IsoDateTimeField(allow_null=True)
-    source = serializers.ChoiceField(choices=["api", "cli", "etcd"])
+    source = serializers.ChoiceField(choices=["api", "cli", "etcd"])  # type: ignore[assignment]  # a wire name: DRF's metaclass moves declared fields off the class
     last_round = serializers.IntegerField(allow_null=True, help_text="The last round it uploaded to.")
 
 

@@ -104,6 +104,7 @@ def experiment_reset(experiment: Experiment, version: int, by: str = "an operato
                                    404)
         _supersede(current, f"superseded by a rollback to v{version}")
         latest = _latest(locked)
+        assert latest is not None  # there is a version (target), so there is a latest one
         spec = experiment_spec(locked)
         params, _ = params_loads(spec, bytes(target.parameters))
         number = latest.version + 1

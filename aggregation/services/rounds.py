@@ -101,6 +101,7 @@ def _checked_updates(experiment: Experiment, names: list[str], current: NDArrays
     """
     spec = experiment_spec(experiment)
     for position, update in enumerate(updates):
+        reason: str | None
         if position in outliers:
             checked, reason = None, outliers[position]
         else:
