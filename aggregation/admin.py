@@ -3,6 +3,7 @@
 Experiments are added through experiment_setup, the service the CLI and the API use, so an experiment
 made here has its version 0 and round 1 (or waits for its first node) like any other.
 """
+import json
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from django import forms
@@ -18,7 +19,7 @@ from aggregation.fl.registry import STRATEGIES
 from aggregation.models import Evaluation, Experiment, ModelVersion, Round, Update
 from aggregation.services.experiment_setup import OPTIONS, experiment_setup
 from aggregation.services.experiments import experiment_env_fields
-from aggregation.services.lifecycle import experiment_resume, experiment_stop
+from aggregation.services.lifecycle import experiment_pause, experiment_resume, experiment_stop
 from fedsite.errors import ApplicationError
 
 if TYPE_CHECKING:
@@ -31,6 +32,35 @@ class UpdateCount(TypedDict):
 
 BLOB_HIDDEN = ("parameters",)
 TENSORS_SHOWN = 12
+JSON_SHOWN = 160  # characters of a JSON value shown inline; the whole value opens under it
+
+
+def compact_json(value: Any) -> str | SafeString:
+    """A JSON field on one short line (no spaces), the whole value folded under it when it is longer."""
+    if value in (None, "", {}, []):
+        return "-"
+    text = json.dumps(value, separators=(",", ":"), sort_keys=True)
+    if len(text) <= JSON_SHOWN:
+        return format_html("<code>{}</code>", text)
+    return format_html("<details><summary><code>{}…</code></summary><pre>{}</pre></details>", text[:JSON_SHOWN],
+                       json.dumps(value, indent=1, sort_keys=True))
+
+
+def json_display(field: str, description: str | None = None) -> Any:
+    @admin.display(description=description or field.replace("_", " "))
+    def show(self: admin.ModelAdmin, obj: Any) -> str | SafeString:
+        return compact_json(getattr(obj, field))
+
+    show.__name__ = f"{field}_json"
+    return show
+
+
+class HistoryAdmin(admin.ModelAdmin):
+    """Rows the federation writes and nothing may rewrite: rounds, updates, versions, evaluations are never
+    deleted from the admin (an experiment's lineage is append-only)."""
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
 
 
 class ExperimentForm(forms.ModelForm):
@@ -115,9 +145,10 @@ class ExperimentAdmin(admin.ModelAdmin):
     list_filter = ("status", "strategy")
     search_fields = ("name",)
     # The model of a running experiment cannot change under its versions.
-    readonly_fields = ("name", "status", "model_summary", "model_spec")
+    readonly_fields = ("name", "status", "model_summary", "model_spec_json")
+    model_spec_json = json_display("model_spec", "model spec")
     fieldsets = (
-        (None, {"fields": ("name", "status", "model_summary", "model_spec")}),
+        (None, {"fields": ("name", "status", "model_summary", "model_spec_json")}),
         _STRATEGY, _ROUNDS, _TRAINING,
         ("Evaluation and stopping", {"fields": (*_EVALUATION, "finish_reason")}),
     )
@@ -129,7 +160,12 @@ class ExperimentAdmin(admin.ModelAdmin):
         ("Evaluation and stopping", {"fields": _EVALUATION}),
     )
 
-    actions = ["stop_runs", "resume_runs"]
+    actions = ["pause_runs", "stop_runs", "resume_runs"]
+
+    @admin.action(description="Pause the selected runs (nodes wait until they resume)")
+    def pause_runs(self, request: HttpRequest, queryset: QuerySet) -> None:
+        paused = [e.name for e in queryset if experiment_pause(e, f"{request.user} in the admin")]
+        self.message_user(request, f"Paused: {', '.join(paused)}." if paused else "No running experiment selected.")
 
     @admin.action(description="Resume the selected runs from their latest model")
     def resume_runs(self, request: HttpRequest, queryset: QuerySet) -> None:
@@ -149,7 +185,11 @@ class ExperimentAdmin(admin.ModelAdmin):
         return self.add_fieldsets if obj is None else super().get_fieldsets(request, obj)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Experiment | None = None) -> Any:
-        return () if obj is None else super().get_readonly_fields(request, obj)
+        if obj is None:
+            return ()
+        if obj.rounds.exists():  # its versions were made by this strategy: changing it would rewrite the run
+            return (*self.readonly_fields, "strategy", "strategy_params")
+        return self.readonly_fields
 
     def get_form(self, request: HttpRequest, obj: Experiment | None = None, change: bool = False,
                  **kwargs: Any) -> Any:
@@ -185,9 +225,10 @@ class ExperimentAdmin(admin.ModelAdmin):
 
 class UpdateInline(admin.TabularInline):
     model = Update
-    exclude = BLOB_HIDDEN
-    readonly_fields = ("node", "num_examples", "metrics", "delta_norm", "rejected_reason", "sha256", "size",
+    readonly_fields = ("node", "num_examples", "metrics_json", "delta_norm", "rejected_reason", "sha256", "size",
                        "received_at")
+    exclude = (*BLOB_HIDDEN, "metrics")
+    metrics_json = json_display("metrics")
     extra = 0
     can_delete = False
     show_change_link = True
@@ -197,15 +238,18 @@ class UpdateInline(admin.TabularInline):
 
 
 @admin.register(Round)
-class RoundAdmin(admin.ModelAdmin):
+class RoundAdmin(HistoryAdmin):
     list_display = ("__str__", "status", "base_version", "updates_received", "opened_at", "deadline", "closed_at")
     list_filter = ("status", "experiment")
     search_fields = ("experiment__name", "=number")
     # A round's status moves only through the services (a hand-set "closed" would have no model version);
     # an open round's deadline is the one thing an operator may change.
     readonly_fields = ("experiment", "number", "status", "base_version", "opened_at", "aggregation_requested_at",
-                       "closed_at", "metrics", "failure_reason", "node_failures")
+                       "closed_at", "metrics_json", "failure_reason", "node_failures_json")
+    exclude = ("metrics", "node_failures")
     inlines = [UpdateInline]
+    metrics_json = json_display("metrics")
+    node_failures_json = json_display("node_failures")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # rounds are opened by the federation, never by hand
@@ -240,17 +284,21 @@ class RejectedFilter(admin.SimpleListFilter):
 
 
 @admin.register(Update)
-class UpdateAdmin(admin.ModelAdmin):
+class UpdateAdmin(HistoryAdmin):
     list_display = ("round", "node", "num_examples", "delta_norm", "accepted", "size", "sha256", "received_at")
     list_filter = ("round__experiment", "round__status", RejectedFilter)
     search_fields = ("node__node_id", "sha256")
-    exclude = BLOB_HIDDEN
-    readonly_fields = ("round", "node", "num_examples", "metrics", "delta_norm", "rejected_reason", "sha256", "size",
-                       "received_at")
+    exclude = (*BLOB_HIDDEN, "metrics")
+    readonly_fields = ("round", "node", "num_examples", "metrics_json", "delta_norm", "rejected_reason", "sha256",
+                       "size", "received_at")
     list_select_related = ("round__experiment", "node")
+    metrics_json = json_display("metrics")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False  # what a node sent is evidence
 
     @admin.display(boolean=True, description="used")
     def accepted(self, obj: Update) -> bool:
@@ -258,13 +306,15 @@ class UpdateAdmin(admin.ModelAdmin):
 
 
 @admin.register(ModelVersion)
-class ModelVersionAdmin(admin.ModelAdmin):
+class ModelVersionAdmin(HistoryAdmin):
     list_display = ("__str__", "size", "sha256", "parent", "round", "created_at")
     list_filter = ("experiment",)
     search_fields = ("sha256", "experiment__name")
-    exclude = BLOB_HIDDEN
-    readonly_fields = ("experiment", "version", "sha256", "size", "parent", "round", "contributors", "evaluation",
-                       "created_at")
+    exclude = (*BLOB_HIDDEN, "contributors", "evaluation")
+    readonly_fields = ("experiment", "version", "sha256", "size", "parent", "round", "contributors_json",
+                       "evaluation_json", "created_at")
+    contributors_json = json_display("contributors")
+    evaluation_json = json_display("evaluation")
     list_select_related = ("experiment", "parent__experiment", "round__experiment")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -275,11 +325,14 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
 
 @admin.register(Evaluation)
-class EvaluationAdmin(admin.ModelAdmin):
+class EvaluationAdmin(HistoryAdmin):
     """Nodes' scores of model versions, as they reported them; only the federation writes them."""
 
     list_display = ("version", "node", "loss", "num_examples", "received_at")
     list_filter = ("version__experiment",)
+    exclude = ("metrics",)
+    readonly_fields = ("metrics_json",)
+    metrics_json = json_display("metrics")
     search_fields = ("node__node_id", "version__experiment__name")
     list_select_related = ("version__experiment", "node")
 

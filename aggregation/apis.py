@@ -17,7 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from aggregation import longpoll, metrics, parsing, selectors
+from aggregation import exports, longpoll, metrics, parsing, selectors
 from aggregation.dashboard import dashboard_access_allowed, dashboard_snapshot
 from aggregation.fl import NDArrays
 from aggregation.fl.manifest import manifest_of
@@ -40,7 +40,8 @@ from aggregation.serializers import (
 from aggregation.services.updates import ParsedUpdate, update_submit
 from fedsite.errors import ApplicationError
 from fedsite.schema import EXPERIMENT, errors
-from nodes_app.auth import IsNode, NodeTokenAuthentication, node_required
+from nodes_app.auth import IsNode, NodeTokenAuthentication, node_required, request_node
+from nodes_app.services import node_touch
 
 
 def body_read(request: Request) -> bytes:
@@ -134,7 +135,13 @@ class ExperimentListApi(APIView):
 
 
 class RoundCurrentApi(APIView):
-    """The open round; with ?wait=S&known=N a long-poll that answers as soon as round N is over."""
+    """The open round; with ?wait=S&known=N a long-poll that answers as soon as round N is over.
+
+    The one GET that writes: a node's poll is its heartbeat, so it records the node's contact (last_seen, at
+    most every TOUCH_EVERY) and the experiment it follows (the dashboard lists the node under it). That is
+    bookkeeping about the caller, like an access log, which RFC 9110 (9.2.1) allows a safe method: the answer
+    does not depend on it, and repeating the request changes nothing more.
+    """
 
     authentication_classes = [NodeTokenAuthentication]  # optional: a node that polls counts as seen
 
@@ -151,6 +158,9 @@ class RoundCurrentApi(APIView):
     )
     def get(self, request: Request) -> Response:
         experiment = experiment_from(request)
+        node = request_node(request)
+        if node is not None:
+            node_touch(node, experiment)
         try:
             wait = float(request.query_params.get("wait", 0))
             known = request.query_params.get("known")
@@ -165,12 +175,40 @@ class RoundCurrentApi(APIView):
 
 
 class RoundListApi(APIView):
-    @extend_schema(operation_id="rounds_list", parameters=[EXPERIMENT],
-                   responses={200: RoundHistorySerializer, **errors(401, 404)})
-    def get(self, request: Request) -> Response:
+    """Every round with its metrics; ?format=csv (one row per round, one column per metric) or json to download."""
+
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> tuple:
+        # `format` chooses the export here, not a DRF renderer (there is no CSV renderer to find).
+        return super().perform_content_negotiation(request, force=True)
+
+    @extend_schema(
+        operation_id="rounds_list",
+        parameters=[EXPERIMENT, OpenApiParameter(
+            "format", OpenApiTypes.STR, enum=["json", "csv"],
+            description="`csv`: a spreadsheet of the round metrics (one row per round, one column per metric); "
+                        "`json`: this answer as a file download. Absent: the JSON answer.")],
+        responses={
+            (200, "application/json"): RoundHistorySerializer,
+            (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="number, status, base_version, "
+                                               "model_version, opened_at, closed_at, duration_s, updates, "
+                                               "failure_reason, then every metric by name."),
+            **errors(400, 401, 404),
+        },
+    )
+    def get(self, request: Request) -> Response | HttpResponse:
+        export = request.query_params.get("format")
+        if export not in (None, "json", "csv"):
+            raise ApplicationError("bad_format", f"format {export!r} is not one of json or csv.")
         experiment = experiment_from(request)
-        return Response(shaped(RoundHistorySerializer,
-                               {"experiment": experiment.name, "rounds": selectors.rounds_history(experiment)}))
+        rounds = selectors.rounds_history(experiment)
+        if export == "csv":
+            response = HttpResponse(exports.rounds_csv(rounds), content_type="text/csv; charset=utf-8")
+            response["Content-Disposition"] = f'attachment; filename="{experiment.name}-rounds.csv"'
+            return response
+        answer = Response(shaped(RoundHistorySerializer, {"experiment": experiment.name, "rounds": rounds}))
+        if export == "json":
+            answer["Content-Disposition"] = f'attachment; filename="{experiment.name}-rounds.json"'
+        return answer
 
 
 class RoundDetailApi(APIView):

@@ -31,13 +31,14 @@ from aggregation.serializers_models import (
 from aggregation.services.evaluations import evaluation_submit
 from aggregation.services.experiment_setup import OPTIONS, experiment_setup
 from aggregation.services.experiments import experiment_initialize_from_node
-from aggregation.services.lifecycle import experiment_reset, experiment_resume, experiment_stop
+from aggregation.services.lifecycle import experiment_pause, experiment_reset, experiment_resume, experiment_stop
 from aggregation.services.updates import round_failure_report
 from fedsite.errors import ApplicationError
 from fedsite.jsonparse import BoundedJSONParser, json_loads
 from fedsite.schema import EXPERIMENT, errors
 from fedsite.throttle import ThrottledBasicAuthentication
 from nodes_app.auth import IsNode, NodeTokenAuthentication, node_required
+from nodes_app.services import node_touch
 
 # Form fields arrive as strings: these are parsed as JSON (numbers, objects, null) before validation.
 JSON_OPTIONS = ("strategy_params", "total_nodes", "min_nodes", "max_rounds", "round_timeout_s", "epochs",
@@ -57,7 +58,7 @@ def operator_denied(request: Request) -> NoReturn:
 
 
 class ExperimentActionApi(APIView):
-    """An operator stops, resumes or resets (rolls back) an experiment's run."""
+    """An operator pauses, stops, resumes (starts) or resets (rolls back) an experiment's run."""
 
     authentication_classes = [ThrottledBasicAuthentication, SessionAuthentication]
     permission_classes = [IsAdminUser]
@@ -68,7 +69,7 @@ class ExperimentActionApi(APIView):
     @extend_schema(
         operation_id="experiments_action",
         parameters=[OpenApiParameter("action", OpenApiTypes.STR, OpenApiParameter.PATH,
-                                     enum=["stop", "resume", "reset"])],
+                                     enum=["pause", "stop", "resume", "start", "reset"])],
         request=ExperimentActionInputSerializer,
         responses={200: ExperimentActionOutputSerializer, **errors(400, 401, 403, 404, 429)},
     )
@@ -79,7 +80,9 @@ class ExperimentActionApi(APIView):
         who = f"{request.user} (API)"
         if action == "stop":
             changed = experiment_stop(experiment, f"stopped by {who}")
-        elif action == "resume":
+        elif action == "pause":
+            changed = experiment_pause(experiment, who)
+        elif action in ("resume", "start"):
             changed = experiment_resume(experiment)
         elif action == "reset":
             version = request.data.get("version") if isinstance(request.data, dict) else None
@@ -87,8 +90,8 @@ class ExperimentActionApi(APIView):
                 raise ApplicationError("bad_version", "Send {\"version\": V}, the model version to go back to.")
             changed = experiment_reset(experiment, version, by=who) is not None
         else:
-            raise ApplicationError("not_found", f"Experiments have no action {action!r}; use stop, resume or reset.",
-                                   404)
+            raise ApplicationError(
+                "not_found", f"Experiments have no action {action!r}; use pause, stop, resume, start or reset.", 404)
         latest = experiment.versions.order_by("-version").values_list("version", flat=True).first()
         return Response(shaped(ExperimentActionOutputSerializer, {
             "name": experiment.name, "status": experiment.status, "changed": changed, "model_version": latest}))
@@ -175,6 +178,7 @@ class ModelInitialApi(APIView):
     def post(self, request: Request) -> Response:
         node = node_required(request)
         experiment = experiment_from(request)
+        node_touch(node, experiment)
         if experiment.status != Experiment.Status.INITIALIZING:
             raise ApplicationError("already_initialized", f"Experiment {experiment.name!r} already has its initial "
                                    "model; download it and train.", 409)

@@ -12,6 +12,7 @@ from django.utils import timezone
 from aggregation.models import Experiment, ModelVersion, Update
 from aggregation.selectors import BEHIND_BLOBS, experiment_get, round_state, rounds_history, version_parameters
 from aggregation.services import experiment_spec
+from aggregation.services.experiments import experiment_public_params
 from fedsite.readguard import login_required, signed_in
 from nodes_app.models import Node
 
@@ -116,7 +117,7 @@ def charts_data(experiment: Experiment, rounds: list[dict[str, Any]]) -> dict[st
     names = sorted({k for m in closed for k, v in m.items()
                     if (k in reported or _scored_model_metric(k)) and _numeric(v) is not None})
     round_metrics = {name: [_numeric(m.get(name)) for m in closed] for name in names}
-    return {"rounds": numbers, "round_metrics": round_metrics, "nodes": nodes}
+    return {"rounds": numbers, "round_metrics": round_metrics, "nodes": nodes, "groups": metric_groups(round_metrics)}
 
 
 def _scored_model_metric(name: str) -> bool:
@@ -124,24 +125,113 @@ def _scored_model_metric(name: str) -> bool:
     return name.startswith(("test_", "federated_")) and not name.endswith(("_examples", "_nodes"))
 
 
+# Scores between 0 and 1 share one axis; losses (any scale, often better on a log axis) another.
+_FRACTION_WORDS = ("accuracy", "precision", "recall", "f1", "auc")
+# The model's score on data no node trained on comes first: that is the number a run is judged by.
+_SCOPE_ORDER = ("test_", "federated_", "val_")
+
+
+def _metric_order(name: str) -> tuple[int, str]:
+    if name == "loss":  # the weighted training loss
+        return (-1, name)
+    return next((i for i, scope in enumerate(_SCOPE_ORDER) if name.startswith(scope)), len(_SCOPE_ORDER)), name
+
+
+def metric_groups(round_metrics: dict[str, list[float | None]]) -> dict[str, list[str]]:
+    """The chart each round metric belongs on: `fraction` (0 to 1: accuracies), `loss`, or `other`."""
+    groups: dict[str, list[str]] = {"fraction": [], "loss": [], "other": []}
+    for name, values in round_metrics.items():
+        within = all(v is None or 0.0 <= v <= 1.0 for v in values)
+        if "loss" in name:
+            groups["loss"].append(name)
+        elif within and any(word in name for word in _FRACTION_WORDS):
+            groups["fraction"].append(name)
+        else:
+            groups["other"].append(name)
+    return {group: sorted(names, key=_metric_order) for group, names in groups.items()}
+
+
+def strategy_settings(name: str, params: Any) -> dict[str, Any]:
+    """The strategy's hyperparameters as it runs: the defaults of its constructor, then what the experiment set."""
+    import inspect
+
+    from aggregation.fl.registry import STRATEGIES
+
+    given = experiment_public_params(params)
+    given = given if isinstance(given, dict) else {}
+    cls = STRATEGIES.get(name)
+    defaults: dict[str, Any] = {}
+    if cls is not None:
+        for parameter in inspect.signature(cls.__init__).parameters.values():
+            value = parameter.default
+            if parameter.kind is parameter.KEYWORD_ONLY and (value is None or isinstance(value, int | float | str)):
+                defaults[parameter.name] = value
+    return {**defaults, **given}
+
+
+_RUN_OVER: tuple[str, ...] = (Experiment.Status.FINISHED, Experiment.Status.STOPPED)
+# The node's experiment is joined for its name only, not its manifest or hyperparameters.
+_EXPERIMENT_BLOBS = ("experiment__model_spec", "experiment__strategy_params")
+
+
 def nodes_table(experiment: Experiment | None = None) -> list[dict[str, Any]]:
-    """Every node, with its last round and update count in `experiment` (all experiments when None)."""
-    mine = Q(updates__round__experiment=experiment) if experiment is not None else Q()
-    nodes = Node.objects.annotate(last_round=Max("updates__round__number", filter=mine),
-                                  num_updates=Count("updates", filter=mine))
-    return [
-        {
+    """The nodes of `experiment` with their last round and update count in it (every node, all rounds, when None).
+
+    A node belongs to an experiment it uploaded to or last polled; one that registered and has done nothing yet
+    belongs to every experiment. A node that moved on to another experiment is `done` here once this run ended.
+    """
+    nodes = Node.objects.select_related("experiment").defer(*_EXPERIMENT_BLOBS)
+    mine = Q()
+    if experiment is not None:
+        mine = Q(updates__round__experiment=experiment)
+        contributed = Update.objects.filter(round__experiment=experiment).values("node_id")
+        idle = Q(experiment__isnull=True) & ~Q(pk__in=Update.objects.values("node_id"))
+        nodes = nodes.filter(Q(experiment=experiment) | Q(pk__in=contributed) | idle)
+    nodes = nodes.annotate(last_round=Max("updates__round__number", filter=mine), num_updates=Count("updates",
+                                                                                                    filter=mine))
+    rows = []
+    for n in nodes.order_by("node_id"):
+        status = n.status
+        moved_on = experiment is not None and n.experiment_id not in (None, experiment.pk)
+        if moved_on and experiment.status in _RUN_OVER:  # type: ignore[union-attr]  # moved_on says it is not None
+            status = "done"
+        rows.append({
             "node_id": n.node_id,
             "address": n.address,
-            "status": n.status,
+            "status": status,
             "last_seen": n.last_seen.isoformat() if n.last_seen else None,
             "last_round": n.last_round,
             "updates": n.num_updates,
             "source": n.source,
             "discovery_alive": n.discovery_alive,
-        }
-        for n in nodes.order_by("node_id")
-    ]
+            "experiment": n.experiment.name if n.experiment_id else None,  # type: ignore[union-attr]  # an id: a row
+            "done_at": n.done_at.isoformat() if n.done_at else None,
+            "data": n.data,
+        })
+    return rows
+
+
+def experiments_list() -> list[dict[str, Any]]:
+    """Every experiment for the dashboard's switcher: its status, strategy and closed rounds."""
+    rows = (Experiment.objects.annotate(closed=Count("rounds", filter=Q(rounds__status="closed")))
+            .order_by("name").values("name", "status", "strategy", "closed", "max_rounds"))
+    return [{"name": r["name"], "status": r["status"], "strategy": r["strategy"], "rounds": r["closed"],
+             "max_rounds": r["max_rounds"]} for r in rows]
+
+
+def experiment_card(experiment: Experiment, nodes: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run's parameters: strategy and hyperparameters, training config, and the data its nodes say they hold."""
+    partitions = sorted({str(n["data"]["partition"]) for n in nodes if n["data"].get("partition")})
+    datasets = sorted({str(n["data"]["data"]) for n in nodes if n["data"].get("data")})
+    return {"name": experiment.name, "strategy": experiment.strategy, "status": experiment.status,
+            "finish_reason": experiment.finish_reason,
+            "strategy_params": strategy_settings(experiment.strategy, experiment.strategy_params),
+            "total_nodes": experiment.total_nodes, "min_nodes": experiment.min_nodes,
+            "max_rounds": experiment.max_rounds, "round_timeout_s": experiment.round_timeout_s,
+            "on_timeout": experiment.on_timeout, "epochs": experiment.epochs,
+            "learning_rate": experiment.learning_rate, "batch_size": experiment.batch_size,
+            "update_encoding": experiment.update_encoding, "server_eval": experiment.server_eval,
+            "partitions": partitions, "datasets": datasets}
 
 
 def dashboard_snapshot(experiment_name: str | None = None) -> dict[str, Any]:
@@ -150,15 +240,14 @@ def dashboard_snapshot(experiment_name: str | None = None) -> dict[str, Any]:
     latest = experiment.versions.defer(*BEHIND_BLOBS).order_by("-version").first()
     rounds = rounds_history(experiment, limit=HISTORY_ROUNDS)
     query = "" if experiment_name is None else f"?experiment={experiment.name}"
+    nodes = nodes_table(experiment)
     return {
         "server": {"status": "running", "mode": settings.FL_MODE, "now": timezone.now().isoformat()},
-        "experiment": {"name": experiment.name, "strategy": experiment.strategy, "status": experiment.status,
-                       "total_nodes": experiment.total_nodes, "min_nodes": experiment.min_nodes,
-                       "max_rounds": experiment.max_rounds, "round_timeout_s": experiment.round_timeout_s,
-                       "on_timeout": experiment.on_timeout},
+        "experiment": experiment_card(experiment, nodes),
+        "experiments": experiments_list(),
         "round": round_state(experiment),
         "thresholds": {"stale_s": settings.FL_NODE_STALE_S, "offline_s": settings.FL_NODE_OFFLINE_S},
-        "nodes": nodes_table(experiment),
+        "nodes": nodes,
         "rounds": rounds,
         "charts": charts_data(experiment, rounds),
         "model": model_card(experiment, latest, query),

@@ -58,6 +58,17 @@ class NodeData:
     task: str | None = None
     classes: int = 0
     description: str = ""
+    partition: str = ""  # how the pool was split among nodes (iid, dirichlet:0.5, shards:2), and which part
+    part: str = ""
+
+    @property
+    def info(self) -> dict[str, str | int]:
+        """What a node tells the server about its data (shown on the dashboard; the rows never leave)."""
+        info: dict[str, str | int] = {"data": self.name[-100:], "train_rows": int(self.y_train.shape[0]),
+                                      "validation_rows": int(self.y_val.shape[0])}
+        if self.partition:
+            info.update(partition=self.partition, part=self.part)
+        return info
 
     @property
     def features(self) -> int:
@@ -168,7 +179,7 @@ def standardize(x: np.ndarray, stats: tuple[np.ndarray, np.ndarray]) -> np.ndarr
 
 
 def _node_data(pool: Dataset, idx: np.ndarray, label: str, seed: int, partition_id: int,
-               val_fraction: float) -> NodeData:
+               val_fraction: float, partition: str = "", part: str = "") -> NodeData:
     # Each node shuffles its own rows with its own stream, so its split does not depend on other nodes.
     order = np.random.default_rng([seed, partition_id]).permutation(idx)
     n_val = int(round(order.size * val_fraction))
@@ -179,7 +190,7 @@ def _node_data(pool: Dataset, idx: np.ndarray, label: str, seed: int, partition_
     stats = standardizer_fit(pool.x[train])
     return NodeData(pool.name, standardize(pool.x[train], stats), pool.y[train].astype(np.float32),
                     standardize(pool.x[val], stats), pool.y[val].astype(np.float32), pool.task, pool.classes,
-                    f"{label}: {train.size} train + {val.size} validation rows")
+                    f"{label}: {train.size} train + {val.size} validation rows", partition, part)
 
 
 def nodes_data_load(source: str, *, target: str | None = None, partitioning: str = "iid", num_partitions: int = 1,
@@ -201,7 +212,7 @@ def nodes_data_load(source: str, *, target: str | None = None, partitioning: str
         raise DataError(str(exc)) from None
     wanted = range(num_partitions) if only is None else [only]
     return [_node_data(pool, parts[i], f"{pool.name} partition {i}/{num_partitions} ({scheme}, seed {seed})",
-                       seed, i, val_fraction) for i in wanted]
+                       seed, i, val_fraction, str(scheme), f"{i}/{num_partitions}") for i in wanted]
 
 
 def node_data_load(source: str, *, target: str | None = None, partitioning: str = "iid", num_partitions: int = 1,

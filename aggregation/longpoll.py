@@ -7,8 +7,8 @@ from django.conf import settings
 from aggregation import events, selectors
 from aggregation.models import Experiment
 
-# A poll waits while the run may still open rounds: running, or waiting for its first model.
-WAITING = (Experiment.Status.RUNNING, Experiment.Status.INITIALIZING)
+# A poll waits while the run may still open rounds: running, paused, or waiting for its first model.
+WAITING = (Experiment.Status.RUNNING, Experiment.Status.INITIALIZING, Experiment.Status.PAUSED)
 
 
 def round_state_wait(experiment: Experiment, *, known: int | None, wait: float) -> dict[str, Any]:

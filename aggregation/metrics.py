@@ -59,8 +59,8 @@ class FederationCollector(Collector):
 
         from nodes_app.models import Node
 
-        by_status = {"online": 0, "stale": 0, "offline": 0}
-        for node in Node.objects.only("last_seen", "discovery_alive"):
+        by_status = {"online": 0, "stale": 0, "offline": 0, "done": 0}
+        for node in Node.objects.only("last_seen", "discovery_alive", "done_at"):
             by_status[node.status] += 1
         nodes = GaugeMetricFamily("fedsite_nodes", "Known nodes by status.", labels=["status"])
         for status, count in by_status.items():

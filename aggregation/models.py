@@ -9,6 +9,7 @@ class Experiment(models.Model):
         RUNNING = "running"
         FINISHED = "finished"
         STOPPED = "stopped"
+        PAUSED = "paused"
 
     class OnTimeout(models.TextChoices):
         FAIL = "fail", "fail the round and open a new one"

@@ -10,7 +10,7 @@ from rest_framework import serializers
 
 from aggregation.models import Experiment, Round
 from fedsite.schema import IsoDateTimeField, JSONObjectField, NumberListField, NumberMapField
-from nodes_app.serializers import NODE_STATUSES
+from nodes_app.serializers import NODE_STATUSES, NodeDataField
 
 # Choice sets named once (SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]): several shapes share them.
 EXPERIMENT_STATUSES = list(Experiment.Status.values)
@@ -205,6 +205,25 @@ class DashboardExperimentSerializer(serializers.Serializer):
     max_rounds = serializers.IntegerField()
     round_timeout_s = serializers.FloatField()
     on_timeout = serializers.ChoiceField(choices=["fail", "extend"])
+    finish_reason = serializers.CharField(allow_blank=True)
+    strategy_params = JSONObjectField(help_text="The strategy's hyperparameters as it runs: its defaults, then what "
+                                      "the experiment set (secrets left out).")
+    epochs = serializers.IntegerField()
+    learning_rate = serializers.FloatField()
+    batch_size = serializers.IntegerField()
+    update_encoding = serializers.ChoiceField(choices=["none", "fp16", "int8"])
+    server_eval = serializers.CharField(allow_blank=True)
+    partitions = serializers.ListField(child=serializers.CharField(), help_text="How the nodes say their data was "
+                                       "split (iid, dirichlet:0.5, shards:2); empty when none said.")
+    datasets = serializers.ListField(child=serializers.CharField(), help_text="The data sets the nodes say they hold.")
+
+
+class DashboardExperimentChoiceSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    status = serializers.ChoiceField(choices=EXPERIMENT_STATUSES)
+    strategy = serializers.CharField()
+    rounds = serializers.IntegerField(help_text="Closed rounds.")
+    max_rounds = serializers.IntegerField()
 
 
 class ThresholdsSerializer(serializers.Serializer):
@@ -221,6 +240,9 @@ class DashboardNodeSerializer(serializers.Serializer):
     updates = serializers.IntegerField()
     source = serializers.ChoiceField(choices=["api", "cli", "etcd"])  # type: ignore[assignment]  # a wire name: DRF's metaclass moves declared fields off the class
     discovery_alive = serializers.BooleanField(allow_null=True)
+    experiment = serializers.CharField(allow_null=True, help_text="The experiment it last took part in.")
+    done_at = IsoDateTimeField(allow_null=True, help_text="When it left cleanly after its run ended.")
+    data = NodeDataField(help_text="What the node says about its local data.")  # type: ignore[assignment]  # a wire name: DRF's metaclass moves declared fields off the class
 
 
 class DownloadLinksSerializer(serializers.Serializer):
@@ -241,11 +263,13 @@ class ModelCardSerializer(serializers.Serializer):
 class DashboardSnapshotSerializer(serializers.Serializer):
     server = DashboardServerSerializer()
     experiment = DashboardExperimentSerializer()
+    experiments = DashboardExperimentChoiceSerializer(many=True, help_text="Every experiment, for the switcher.")
     round = RoundStateSerializer()
     thresholds = ThresholdsSerializer()
     nodes = DashboardNodeSerializer(many=True)
     rounds = RoundSummarySerializer(many=True)
-    charts = JSONObjectField(help_text="Series aligned on `rounds`: round metrics, and each node's norm and loss.")
+    charts = JSONObjectField(help_text="Series aligned on `rounds`: round metrics, each node's norm and loss, and "
+                             "`groups`: which round metrics are fractions (0 to 1), losses, or other.")
     model = ModelCardSerializer(allow_null=True, help_text="The latest model; null before version 0 exists.")
 
 

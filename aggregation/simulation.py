@@ -26,7 +26,7 @@ from aggregation.selectors import round_config, round_current
 from aggregation.services.experiments import experiment_create
 from aggregation.services.updates import ParsedUpdate, update_submit
 from nodes_app.models import Node
-from nodes_app.services import node_issue_token
+from nodes_app.services import node_done, node_issue_token
 from nodes_app.training import data_check, fit_and_evaluate, worker_fit, worker_init
 
 logger = logging.getLogger("fedsite.simulate")
@@ -125,6 +125,8 @@ class Simulation:
         )
         # Virtual nodes are ordinary Node rows (ids sim-1..sim-N, reused by later simulations).
         self.nodes = [node_issue_token(f"sim-{i}", rotate=True)[0] for i in range(1, cfg.nodes + 1)]
+        for node, data in zip(self.nodes, self.data, strict=True):  # what a real node says when it registers
+            Node.objects.filter(pk=node.pk).update(data=data.info, done_at=None)
         if cfg.workers > 1:
             self._pool = ProcessPoolExecutor(cfg.workers, mp_context=multiprocessing.get_context("spawn"),
                                              initializer=worker_init, initargs=(self.data,))
@@ -184,6 +186,9 @@ class Simulation:
         return update_from_safetensors(self.spec, body, base=lambda: base)
 
     def close(self) -> None:
+        if self.experiment is not None and self.finished:  # as real nodes do when their run has ended
+            for node in self.nodes:
+                node_done(node, self.experiment)
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import select
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -164,6 +165,12 @@ def burst(port: int, count: int = 300) -> int:
         return sum(1 for ok in pool.map(one, range(count)) if not ok)
 
 
+def listen_backlog(port: int) -> int:
+    """The listening socket's backlog: `ss` shows it as Send-Q."""
+    listing = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True)
+    return int(listing.stdout.split()[2])
+
+
 def measure(server_name: str, count: int, keep: bool) -> dict[str, object]:
     with h.Fleet(keep=keep) as fleet:
         url, server = fleet.start_server(server=server_name, TOTAL_NODES="1000", FL_MIN_NODES="1000",
@@ -184,6 +191,7 @@ def measure(server_name: str, count: int, keep: bool) -> dict[str, object]:
         seconds, answer = held(port, b"GET /status HTTP/1.1\r\nHost: x\r\nX-Slow: ")
         result["half the headers: held"] = f"{seconds:.1f} s, then {answer}"
         result["300 connections at once: no answer"] = burst(port)
+        result["listen backlog (ss)"] = listen_backlog(port)
     return result
 
 

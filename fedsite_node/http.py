@@ -88,7 +88,7 @@ class ServerClient:
             all_headers["Authorization"] = f"Bearer {self.token}"
         all_headers.update(headers or {})
         timeout = (self.timeout, read_timeout if read_timeout is not None else self.timeout)
-        if self.experiment and path.startswith(("/api/rounds", "/api/models")):
+        if self.experiment and path.startswith(("/api/rounds", "/api/models", "/api/nodes/done")):
             kwargs["params"] = {**(kwargs.get("params") or {}), "experiment": self.experiment}
         try:
             resp = self.session.request(
@@ -123,9 +123,12 @@ class ServerClient:
     def status(self) -> dict[str, Any]:
         return self._json(self._request("GET", "/status"))
 
-    def register(self, node_id: str, address: str, enrollment_token: str | None = None) -> dict[str, Any]:
+    def register(self, node_id: str, address: str, enrollment_token: str | None = None,
+                 data: dict[str, Any] | None = None) -> dict[str, Any]:
         headers = {"X-Enrollment-Token": enrollment_token} if enrollment_token else None
-        body = {"node_id": node_id, "address": address}
+        body: dict[str, Any] = {"node_id": node_id, "address": address}
+        if data:
+            body["data"] = data
         return self._json(self._request("POST", "/api/nodes/register", json=body, headers=headers))
 
     def current_round(self, wait: float = 0.0, known: int | None = None) -> dict[str, Any]:
@@ -162,7 +165,6 @@ class ServerClient:
         )
         return resp.status_code, self._json(resp)
 
-
     def upload_initial(self, body: bytes) -> dict[str, Any]:
         """Offer this node's parameters as version 0 of an experiment waiting for them."""
         resp = self._request("POST", "/api/models/initial", data=body,
@@ -172,6 +174,10 @@ class ServerClient:
     def report_failure(self, round_number: int, reason: str) -> None:
         """Tell the server this node cannot train on the round's model, so the round need not wait for it."""
         self._request("POST", f"/api/rounds/{round_number}/failures", json={"reason": reason})
+
+    def report_done(self) -> dict[str, Any]:
+        """Tell the server this node leaves cleanly because the experiment's run ended (it shows as done)."""
+        return self._json(self._request("POST", "/api/nodes/done"))
 
     def report_evaluation(self, version: int, loss: float, num_examples: int,
                           metrics: dict[str, float]) -> tuple[int, dict[str, Any]]:

@@ -38,8 +38,11 @@ class NodeLoop:
 
     def __init__(self, node_id: str, client: ServerClient, state_dir: Path | str, *, address: str = "",
                  poll_wait: float = 25.0, enrollment_token: str | None = None, keep_serving: bool = False,
-                 min_poll_interval: float = 1.0, sleep: Callable[[float], Any] | None = None) -> None:
+                 min_poll_interval: float = 1.0, sleep: Callable[[float], Any] | None = None,
+                 data_info: dict[str, Any] | None = None) -> None:
         self.node_id, self.client, self.address = node_id, client, address
+        # What the node says about its local data (data set, partitioning, rows), shown on the dashboard.
+        self.data_info = data_info or {}
         self.token_path = Path(state_dir) / "token"
         self.poll_wait, self.keep_serving = poll_wait, keep_serving
         self.enrollment_token, self.min_poll_interval = enrollment_token, min_poll_interval
@@ -92,7 +95,7 @@ class NodeLoop:
         if self.token_path.exists():
             self.client.token = self.token_path.read_text().strip()
             try:
-                self.client.register(self.node_id, self.address)
+                self.client.register(self.node_id, self.address, data=self.data_info)
                 logger.info("node %s: stored token accepted, address %s", self.node_id, self.address or "(none)")
                 self.registered, self.state = True, "waiting"
                 return
@@ -103,7 +106,7 @@ class NodeLoop:
                 self.token_path.unlink(missing_ok=True)
         self.client.token = None
         try:
-            answer = self.client.register(self.node_id, self.address, self.enrollment_token)
+            answer = self.client.register(self.node_id, self.address, self.enrollment_token, data=self.data_info)
         except ServerRejected as exc:
             if exc.error == "node_exists":
                 msg = (f"node id {self.node_id} is already registered and no valid token is stored in "
@@ -134,6 +137,8 @@ class NodeLoop:
                 return self._offer_initial()
             if run.get("status") in ("finished", "stopped") and run.get("model_version") is None:
                 # Stopped before any node gave the initial model: there is no model to fetch or spec to read.
+                if not self.finished:
+                    self._report_done()
                 self.finished, self.state = True, "finished"
                 return False
             # Parsed only when it changes: a manifest of thousands of tensors comes with every poll.
@@ -145,6 +150,12 @@ class NodeLoop:
                 self._spec_seen = info["model_spec"]
             if run.get("status") in ("finished", "stopped"):  # max_rounds, a stop condition, or an operator
                 self._finish(run.get("model_version"))
+                return False
+            if run.get("status") == "paused":  # the next poll waits until the run resumes (a new round) or ends
+                if self.state != "paused":
+                    logger.info("node %s: %s; waiting for it to resume", self.node_id,
+                                run.get("finish_reason") or "the run was paused")
+                self._known, self.state = info.get("number"), "paused"
                 return False
             self.finished, number = False, info.get("number")
             self.round = number
@@ -313,7 +324,17 @@ class NodeLoop:
             self._final_version, self.finished = version, True
             logger.info("run finished: final model version=%s sha256=%s", version, self.model_sha256)
             self._evaluate(version)
+            self._report_done()
         self.state = "finished"
+
+    def _report_done(self) -> None:
+        """Say we are done with this run, so the dashboard shows `done` instead of letting us age to offline."""
+        try:
+            self.client.report_done()
+        except ServerRejected as exc:  # resumed meanwhile, or an older server without the endpoint
+            logger.info("the server did not take our done report: %s", exc)
+        except ServerUnavailable:
+            logger.warning("could not tell the server we are done (server unavailable)")
 
     def run(self, stop: threading.Event | None = None) -> None:
         """Register (retrying while the server is down), then step until stopped or the run is finished."""

@@ -7,9 +7,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from fedsite.schema import errors
+from aggregation.selectors import experiment_get
+from fedsite.schema import EXPERIMENT, errors
 from nodes_app import selectors, services
-from nodes_app.auth import NodeTokenAuthentication, request_node
+from nodes_app.auth import IsNode, NodeTokenAuthentication, node_required, request_node
 from nodes_app.models import Node
 from nodes_app.serializers import NodeEnrolledSerializer, NodeRegisterInputSerializer, NodeSerializer
 
@@ -22,6 +23,9 @@ def node_payload(node: Node, last_round: int | None = None) -> dict:
         "last_seen": node.last_seen.isoformat() if node.last_seen else None,
         "source": node.source,
         "last_round": last_round,
+        "experiment": node.experiment.name if node.experiment is not None else None,
+        "done_at": node.done_at.isoformat() if node.done_at else None,
+        "data": node.data,
     }
 
 
@@ -62,7 +66,8 @@ class NodeRegisterApi(APIView):
                     {"error": "wrong_node", "detail": f"This token belongs to node {node.node_id}, not {requested}."},
                     status=403,
                 )
-            services.node_update_address(node, serializer.validated_data["address"])
+            services.node_update_address(node, serializer.validated_data["address"],
+                                         serializer.validated_data.get("data"))
             return Response(NodeSerializer(node_payload(node)).data, status=200)
         node_id = serializer.validated_data.get("node_id")
         if node_id is None:
@@ -71,5 +76,23 @@ class NodeRegisterApi(APIView):
             node_id=node_id,
             address=serializer.validated_data["address"],
             enrollment_token=request.META.get("HTTP_X_ENROLLMENT_TOKEN"),
+            data=serializer.validated_data.get("data"),
         )
         return Response(NodeEnrolledSerializer({**node_payload(node), "token": token}).data, status=201)
+
+
+class NodeDoneApi(APIView):
+    """A node says it is leaving cleanly because its experiment's run ended: it shows as done, not offline."""
+
+    authentication_classes = [NodeTokenAuthentication]
+    permission_classes = [IsNode]
+
+    @extend_schema(
+        operation_id="nodes_done", parameters=[EXPERIMENT], request=None,
+        description="Called by a node once its run has finished or been stopped (409 `run_not_over` before). The "
+                    "node's status is `done` until it trains or registers again.",
+        responses={200: NodeSerializer, **errors(401, 404, 409)},
+    )
+    def post(self, request: Request) -> Response:
+        node = services.node_done(node_required(request), experiment_get(request.query_params.get("experiment")))
+        return Response(NodeSerializer(node_payload(node, selectors.node_last_round(node))).data)

@@ -8,7 +8,6 @@ from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
 from nodes_app.models import Node
-from nodes_app.services import node_touch
 from nodes_app.tokens import token_hash
 
 MISSING_TOKEN = "This call needs the node's token in an 'Authorization: Bearer <token>' header."
@@ -48,11 +47,7 @@ class NodeUser:
 class NodeTokenAuthentication(BaseAuthentication):
     """A node's bearer token: no header is anonymous (the view's permission decides), a wrong one a 401.
 
-    On success `request.auth` is the Node and `request.user` a NodeUser, and the node's `last_seen` moves to now
-    (at most every TOUCH_EVERY): any authenticated request is contact, a long-poll GET included, and the
-    node's online/stale status is derived from it. It is the one write a GET makes, kept here and out of the
-    views: bookkeeping about the caller, like a login's last_login or an access log, which RFC 9110 (9.2.1)
-    allows a safe method; nothing the request reads depends on it.
+    On success `request.auth` is the Node and `request.user` a NodeUser.
     """
 
     def authenticate(self, request: Request) -> tuple[NodeUser, Node] | None:
@@ -62,7 +57,6 @@ class NodeTokenAuthentication(BaseAuthentication):
         node = node_for_token(request._request, token)
         if node is None:
             raise exceptions.AuthenticationFailed(BAD_TOKEN)
-        node_touch(node)
         return NodeUser(node), node
 
     def authenticate_header(self, request: Request) -> str:

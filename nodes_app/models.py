@@ -19,6 +19,13 @@ class Node(models.Model):
     last_seen = models.DateTimeField(null=True, blank=True, db_index=True)
     # True while the node's etcd lease is alive, False once it expired; None: not in discovery.
     discovery_alive = models.BooleanField(null=True, blank=True)
+    # The experiment the node last polled, uploaded to or finished: the dashboard lists a node under it.
+    experiment = models.ForeignKey("aggregation.Experiment", null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+", help_text="The experiment it last took part in.")
+    # Set when the node said it left cleanly because its run ended; cleared when it trains or registers again.
+    done_at = models.DateTimeField(null=True, blank=True)
+    # What the node says about its data (data set, partitioning, row counts); it is never seen by the server.
+    data = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -29,7 +36,9 @@ class Node(models.Model):
 
     @property
     def status(self) -> str:
-        """online / stale / offline, derived from the last contact (no stored flag to drift)."""
+        """done (left cleanly after its run ended), else online / stale / offline from the last contact."""
+        if self.done_at is not None:
+            return "done"
         if self.discovery_alive is False:
             return "offline"
         if self.discovery_alive:  # a live etcd lease is kept by the running node process

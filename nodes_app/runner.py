@@ -45,7 +45,7 @@ class NodeRunner(NodeLoop, LocalModelApi):
 
     def __init__(self, node_id: str, client: ServerClient, state_dir: Path | str, *, seed: int | None = None,
                  samples: int = 100, data: NodeData | None = None, **options: Any) -> None:
-        super().__init__(node_id, client, state_dir, **options)
+        super().__init__(node_id, client, state_dir, **{"data_info": data.info if data is not None else {}, **options})
         # Local data: a real data set's partition, or None for the prototype's synthetic regression.
         self.data = data
         self._checked_spec: MLPSpec | None = None

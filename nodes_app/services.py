@@ -1,8 +1,10 @@
 """Node enrollment and tokens. A token is shown once; only its SHA-256 is stored."""
 import logging
+import math
 import secrets
 import unicodedata
 from datetime import timedelta
+from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -77,24 +79,25 @@ def enrollment_check(enrollment_token: str | None) -> None:
 
 
 def node_register(*, node_id: str, address: str, enrollment_token: str | None,
-                  source: str = Node.Source.API) -> tuple[Node, str]:
+                  source: str = Node.Source.API, data: dict[str, Any] | None = None) -> tuple[Node, str]:
     """Enroll a new node and return it with its token (the only time the token is visible)."""
     node_id = node_id_validate(node_id)
     address = address_validate(address)
+    data = node_data_validate(data) if data is not None else {}
     enrollment_check(enrollment_token)
     token = token_new()
     try:
         with transaction.atomic():
             node = Node.objects.create(
                 node_id=node_id, address=address, token_hash=token_hash(token), source=source,
-                last_seen=timezone.now(),
+                last_seen=timezone.now(), data=data,
             )
     except IntegrityError:
         # A node seen in etcd before it enrolled has a row with an unusable token: its first
         # enrollment claims that row.
         claimed = Node.objects.filter(
             node_id=node_id, source=Node.Source.ETCD, token_hash__startswith=UNUSABLE_TOKEN_PREFIX
-        ).update(token_hash=token_hash(token), source=Node.Source.API, last_seen=timezone.now(),
+        ).update(token_hash=token_hash(token), source=Node.Source.API, last_seen=timezone.now(), data=data,
                  **({"address": address} if address else {}))
         if claimed:
             logger.info("node %s enrolled (it was known from etcd)", node_id)
@@ -106,11 +109,40 @@ def node_register(*, node_id: str, address: str, enrollment_token: str | None,
     return node, token
 
 
-def node_update_address(node: Node, address: str) -> Node:
+def node_update_address(node: Node, address: str, data: dict[str, Any] | None = None) -> Node:
+    """A known node registering again (a restart): its address and data, and it is no longer done."""
     node.address = address_validate(address)
     node.last_seen = timezone.now()
-    node.save(update_fields=["address", "last_seen"])
+    node.done_at = None
+    fields = ["address", "last_seen", "done_at"]
+    if data is not None:
+        node.data = node_data_validate(data)
+        fields.append("data")
+    node.save(update_fields=fields)
     return node
+
+
+DATA_KEYS = 16
+DATA_CHARS = 200
+
+
+def node_data_validate(data: object) -> dict[str, Any]:
+    """What a node says about its data: at most 16 names to short strings or finite numbers."""
+    if not isinstance(data, dict) or len(data) > DATA_KEYS:
+        raise ApplicationError("bad_data", f"data must be an object of at most {DATA_KEYS} names to strings or "
+                               "numbers.")
+    clean: dict[str, Any] = {}
+    for key, value in data.items():
+        if not isinstance(key, str) or not 0 < len(key) <= 64:
+            raise ApplicationError("bad_data", "data's names must be strings of 1 to 64 characters.")
+        if isinstance(value, str) and len(value) <= DATA_CHARS:
+            clean[key] = value
+        elif isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            clean[key] = value
+        else:
+            raise ApplicationError("bad_data", f"data[{key!r}] must be a string of at most {DATA_CHARS} characters "
+                                   "or a finite number.")
+    return clean
 
 
 def node_issue_token(node_id: str, *, address: str = "", rotate: bool = False) -> tuple[Node, str]:
@@ -133,8 +165,26 @@ def node_issue_token(node_id: str, *, address: str = "", rotate: bool = False) -
     return node, token
 
 
-def node_touch(node: Node) -> None:
+def node_touch(node: Node, experiment: Any = None) -> None:
+    """Record a contact (at most every TOUCH_EVERY), and the experiment the node is working on when it changed."""
     now = timezone.now()
-    if node.last_seen is None or now - node.last_seen >= TOUCH_EVERY:
-        Node.objects.filter(pk=node.pk).update(last_seen=now)
+    moved = experiment is not None and node.experiment_id != experiment.pk
+    if node.last_seen is None or now - node.last_seen >= TOUCH_EVERY or moved:
+        fields: dict[str, Any] = {"last_seen": now}
+        if moved:
+            fields["experiment"] = node.experiment = experiment
+        Node.objects.filter(pk=node.pk).update(**fields)
         node.last_seen = now
+
+
+def node_done(node: Node, experiment: Any) -> Node:
+    """The node left cleanly because `experiment`'s run ended: it shows as done instead of ageing to offline."""
+    if experiment.status not in ("finished", "stopped"):
+        raise ApplicationError("run_not_over", f"Experiment {experiment.name!r} is {experiment.status}; a node is "
+                               "done only after its run has finished or been stopped.", 409)
+    now = timezone.now()
+    Node.objects.filter(pk=node.pk).update(done_at=now, last_seen=now, experiment=experiment)
+    node.done_at = node.last_seen = now
+    node.experiment = experiment
+    logger.info("node %s is done with experiment %s", node.node_id, experiment.name)
+    return node

@@ -12,6 +12,9 @@ from aggregation.fl.model import MLPSpec
 from aggregation.fl.registry import strategy_create
 from aggregation.fl.serde import check_finite, params_dumps, sha256_hex
 from aggregation.models import Experiment, ModelVersion
+
+# experiment_public_params is a read, in selectors now; still importable from here for the dashboard.
+from aggregation.selectors import experiment_public_params as experiment_public_params
 from aggregation.selectors import experiment_spec
 from aggregation.services.evaluation import experiment_learning_defaults
 from aggregation.services.rounds import round_open

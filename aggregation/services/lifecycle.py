@@ -1,4 +1,4 @@
-"""An experiment's run after creation: stop it, resume it, or reset it to an earlier model version.
+"""An experiment's run after creation: pause, stop, resume (start) it, or reset it to an earlier model version.
 
 One service layer for the admin's actions, `manage.py experiment` and the operator API alike.
 """
@@ -48,7 +48,7 @@ def experiment_stop(experiment: Experiment, reason: str = "stopped by an operato
     latest model. False if it had ended already."""
     with transaction.atomic():
         locked, current = _lock_run(experiment)
-        if locked.status not in (Experiment.Status.RUNNING, Experiment.Status.INITIALIZING):
+        if locked.status not in (Experiment.Status.RUNNING, Experiment.Status.INITIALIZING, Experiment.Status.PAUSED):
             return False
         _supersede(current, reason)
         locked.status, locked.finish_reason = status, reason
@@ -61,13 +61,33 @@ def experiment_stop(experiment: Experiment, reason: str = "stopped by an operato
     return True
 
 
+def experiment_pause(experiment: Experiment, by: str = "an operator") -> bool:
+    """Hold a running run: its open round takes no more updates and nodes wait (they do not exit) until it is
+    resumed, which opens a new round on the latest model. False if it was not running."""
+    reason = f"paused by {by}"
+    with transaction.atomic():
+        locked, current = _lock_run(experiment)
+        if locked.status != Experiment.Status.RUNNING:
+            return False
+        _supersede(current, reason)
+        locked.status, locked.finish_reason = Experiment.Status.PAUSED, reason
+        locked.save(update_fields=["status", "finish_reason"])
+        latest = _latest(locked)
+        events.event_send("run.paused", locked, {"model_version": latest.version if latest else None,
+                                                 "reason": reason})
+    logger.info("experiment %s %s", experiment.name, reason)
+    experiment.refresh_from_db(fields=["status", "finish_reason"])
+    return True
+
+
 def experiment_finish(experiment: Experiment, reason: str) -> bool:
     """The run met its goal outside a round's close (a stop condition on federated evaluation): it is finished."""
     return experiment_stop(experiment, reason, status=Experiment.Status.FINISHED)
 
 
 def experiment_resume(experiment: Experiment) -> bool:
-    """Run a stopped experiment again from its latest model (or from its first node's, if it had none yet).
+    """Run a paused or stopped experiment again from its latest model (or from its first node's, if it had none
+    yet): `experiment start` is the same.
 
     A finished run is not resumed: its max_rounds or stop condition would end it again at once; reset it to
     a version, or raise max_rounds first. False if it was running already.

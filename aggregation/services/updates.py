@@ -97,7 +97,8 @@ def update_submit(
             metrics=update.metrics, sha256=digest, size=len(blob),
             delta_norm=norm,
         )
-        Node.objects.filter(pk=node.pk).update(last_seen=timezone.now())
+        # Training again: whatever run it was done with, it is back at work (in this experiment).
+        Node.objects.filter(pk=node.pk).update(last_seen=timezone.now(), done_at=None, experiment=experiment)
         received = rnd.updates.count()
         logger.info("[%s] round %d: update from node %s accepted (%d/%d)", experiment.name, rnd.number,
                     node.node_id, received, experiment.total_nodes)

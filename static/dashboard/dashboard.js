@@ -1,32 +1,43 @@
 // Live dashboard: a websocket snapshot plus events pushed on commit; polls /api/dashboard while the
-// socket is down and reconnects with backoff.
+// socket is down and reconnects with backoff. A second experiment can be compared: its snapshot is
+// fetched beside the first and drawn dashed on the same charts.
 import { Charts } from "./charts.js";
 import { banner, connection, render, tick } from "./render.js";
 
-const experiment = new URLSearchParams(location.search).get("experiment");
+const params = new URLSearchParams(location.search);
+const experiment = params.get("experiment");
 const query = experiment ? "?experiment=" + encodeURIComponent(experiment) : "";
 const SNAPSHOT_URL = "/api/dashboard" + query;
 const SOCKET_URL = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws/dashboard/" + query;
 const POLL_MS = 3000;
 const MAX_BACKOFF_MS = 30000;
+const LOG_KEY = "fedsite.lossLogScale";
 
 const charts = new Charts();
 let state = null;
+let compareName = params.get("compare") || null;
+let compared = null; // the compared experiment's snapshot
 let clockOffsetMs = 0; // server time minus this browser's time, so statuses follow the server's clock
 let live = false;
 let requested = 0;
 let applied = 0;
 let refreshTimer = null;
+let compareTimer = null;
 let pollTimer = null;
 
 const serverNow = () => Date.now() + clockOffsetMs;
+
+function redraw() {
+  render(state, serverNow(), compared, compareName);
+  charts.update(state, compared);
+}
 
 function show(snapshot) {
   clockOffsetMs = Date.parse(snapshot.server.now) - Date.now();
   state = snapshot;
   banner(null);
-  render(state, serverNow());
-  charts.update(state);
+  if (compareName === state.experiment.name) compareName = null; // comparing a run with itself shows nothing
+  redraw();
 }
 
 // Responses can overtake each other; only a newer request may replace what is shown.
@@ -49,12 +60,46 @@ async function refresh() {
   } catch (e) {
     if (!live) connection("down", "server unreachable");
   }
+  refreshCompared();
+}
+
+let compareRequested = 0;
+
+// The compared experiment's snapshot; dropped (with a banner) if it no longer exists.
+async function refreshCompared() {
+  const name = compareName;
+  const id = ++compareRequested;
+  if (!name) {
+    if (compared) { compared = null; if (state) redraw(); }
+    return;
+  }
+  try {
+    const response = await fetch("/api/dashboard?experiment=" + encodeURIComponent(name),
+      { headers: { Accept: "application/json" } });
+    const body = await response.json();
+    if (id !== compareRequested || name !== compareName) return;
+    if (response.ok) {
+      compared = body;
+    } else {
+      compared = null;
+      compareName = null;
+      banner(body.detail || "Cannot compare with " + name + ".");
+    }
+    if (state) redraw();
+  } catch (e) {
+    // the main snapshot's refresh reports an unreachable server
+  }
 }
 
 // At most one fetch per quarter second, however fast events come (a steady stream must not starve it).
 function refreshSoon() {
   if (refreshTimer) return;
   refreshTimer = setTimeout(() => { refreshTimer = null; refresh(); }, 250);
+}
+
+function refreshComparedSoon() {
+  if (compareTimer) return;
+  compareTimer = setTimeout(() => { compareTimer = null; refreshCompared(); }, 250);
 }
 
 // Live: a slow refresh still picks up registrations and last contacts, which send no event.
@@ -67,7 +112,12 @@ function schedulePoll() {
 
 // Apply what an event says at once, then fetch the full picture.
 function apply(event) {
-  if (!state || (event.experiment && event.experiment !== state.experiment.name)) return;
+  if (!state) return;
+  if (event.experiment && event.experiment !== state.experiment.name) {
+    if (event.experiment === compareName) refreshComparedSoon();
+    else if (event.event.startsWith("run.") || event.event === "round.closed") refreshSoon(); // the switcher's list
+    return;
+  }
   const d = event.data || {};
   if (event.event === "update.received" && d.round === state.round.number) {
     const p = state.round.progress;
@@ -89,7 +139,7 @@ function apply(event) {
       for (const key of ["address", "source", "discovery_alive"]) if (key in d) node[key] = d[key];
     }
   }
-  render(state, serverNow());
+  render(state, serverNow(), compared, compareName);
   refreshSoon();
 }
 
@@ -125,8 +175,33 @@ function connect(delay) {
   };
 }
 
+// Switching experiments loads the page for that one (its own websocket query); comparing keeps this page.
+// Switching to the compared experiment swaps the two.
+document.getElementById("experiment-select").addEventListener("change", (e) => {
+  const next = new URLSearchParams({ experiment: e.target.value });
+  const keep = compareName === e.target.value && state ? state.experiment.name : compareName;
+  if (keep && keep !== e.target.value) next.set("compare", keep);
+  location.search = next.toString();
+});
+document.getElementById("compare-select").addEventListener("change", (e) => {
+  compareName = e.target.value || null;
+  const url = new URL(location.href);
+  if (compareName) url.searchParams.set("compare", compareName); else url.searchParams.delete("compare");
+  history.replaceState(null, "", url);
+  compared = null;
+  if (state) redraw();
+  refreshCompared();
+});
+const logBox = document.getElementById("loss-log");
+logBox.checked = localStorage.getItem(LOG_KEY) === "1";
+charts.setLogLoss(logBox.checked);
+logBox.addEventListener("change", () => {
+  localStorage.setItem(LOG_KEY, logBox.checked ? "1" : "0");
+  charts.setLogLoss(logBox.checked);
+});
+
 setInterval(() => { if (state) tick(state, serverNow()); }, 1000);
 refresh();
 connect(1000);
 // For people and tests poking at the page from the console.
-window.fedsite = { state: () => state, charts, isLive: () => live };
+window.fedsite = { state: () => state, compared: () => compared, charts, isLive: () => live };

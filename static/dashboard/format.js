@@ -38,8 +38,10 @@ export function clock(iso) {
 }
 
 // The same rule as Node.status on the server, so a node turns stale on screen without a reload:
-// an etcd lease decides when there is one (discovery_alive true or false), else the last contact.
+// done (it left cleanly after its run ended, which no clock undoes) is the server's word; then an etcd
+// lease decides when there is one (discovery_alive true or false), else the last contact.
 export function nodeStatus(node, nowMs, thresholds) {
+  if (node.status === "done") return "done";
   if (node.discovery_alive === false) return "offline";
   if (node.discovery_alive === true) return "online";
   if (!node.last_seen) return "offline";

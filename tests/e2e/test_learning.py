@@ -114,8 +114,9 @@ def test_the_demo_takes_a_strategy_and_refuses_an_unknown_one_with_the_choices(t
     adam = subprocess.run([*argv, "--strategy", "fedadam", "--strategy-params", '{"eta": 0.05}'], cwd=ROOT,
                           capture_output=True, text=True, timeout=240, env=env)
     typo = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=60,
-                          env={**env, "FL_STRATEGY": "fedadm"})
+                          env={**env, "FL_STRATEGY": "fedadm", "FL_EPOCHS": "9"})
 
     assert adam.returncode == 0 and 'train with fedadam {"eta": 0.05}' in adam.stdout, adam.stdout + adam.stderr
     assert re.search(r"^round 1: closed, 2 updates", adam.stdout, re.M)
     assert typo.returncode == 1 and "unknown strategy 'fedadm'; choose one of: fedavg" in typo.stderr
+    assert "the demo ignores FL_EPOCHS: it runs its own embedded server" in typo.stderr

@@ -15,9 +15,9 @@ MODULES_AT_EXIT = (
     "runpy.run_path('manage.py', run_name='__main__')\n"
 )
 # Loaded by the server's system checks (the URLconf imports every view), its metrics collector, --data,
-# or its web server (daphne brings Twisted and autobahn).
+# or its web server (uvicorn and its parts; daphne, the one before it, brought Twisted and autobahn).
 SERVER_ONLY = ["fedsite.urls", "aggregation.views", "aggregation.metrics", "prometheus_client", "sklearn",
-               "daphne", "twisted", "autobahn"]
+               "fedsite.webserver", "uvicorn", "uvloop", "httptools", "daphne", "twisted", "autobahn"]
 
 
 def test_a_node_that_trains_a_round_loads_none_of_the_servers_modules(start_server, e2e_env, tmp_path):

@@ -136,7 +136,9 @@ def test_the_change_form_shows_the_model_read_only(admin_client):
 
     assert response.status_code == 200
     form = response.context["adminform"].form
-    assert {"model_spec", "name", "status"}.isdisjoint(form.fields) and "strategy" in form.fields
+    # the model, and the strategy that made its versions (it has round 1), are read-only; the rest is editable
+    assert {"model_spec", "name", "status", "strategy", "strategy_params"}.isdisjoint(form.fields)
+    assert "epochs" in form.fields
     page = _page_text(response)
     assert 'name="model_spec"' not in page and '"conv.weight"' in page  # the JSON, shown as text
     assert "4 tensors, 170 parameters (float32)" in page
@@ -171,7 +173,7 @@ def test_evaluations_are_listed_read_only_and_the_version_shows_its_summary(admi
     assert listing.status_code == 200 and b"0.25" in listing.content
     assert detail.status_code == 200 and b'name="loss"' not in detail.content
     assert add.status_code == 403
-    assert '"examples": 40' in _page_text(version_page)
+    assert '"examples":40' in _page_text(version_page)  # compact JSON
 
 
 def test_a_taken_name_is_refused_and_the_existing_experiment_is_untouched(admin_client, experiment):
@@ -238,3 +240,33 @@ def test_a_rounds_status_is_never_edited_by_hand_and_a_closed_rounds_deadline_ne
 
     assert "status" not in open_form.fields and "deadline" in open_form.fields
     assert "status" not in closed_form.fields and "deadline" not in closed_form.fields
+
+
+def test_history_cannot_be_deleted_or_rewritten_and_wide_json_is_folded(admin_client, experiment, register):
+    from rest_framework.test import APIClient
+
+    from aggregation.models import Round, Update
+    from tests.conftest import params_for, upload
+
+    token = register("a")
+    upload(APIClient(), token, 1, params_for(1), 10, metrics={f"metric_{i}": i / 7 for i in range(30)})
+    update, round1 = Update.objects.get(), Round.objects.get(number=1)
+    version0 = experiment.versions.get(version=0)
+
+    deletes = [admin_client.post(f"/admin/aggregation/{kind}/{pk}/delete/", {"post": "yes"}).status_code
+               for kind, pk in (("update", update.pk), ("round", round1.pk), ("modelversion", version0.pk))]
+    bulk = admin_client.post("/admin/aggregation/update/", {"action": "delete_selected", "post": "yes",
+                                                           "_selected_action": [update.pk]})
+    change = admin_client.post(f"/admin/aggregation/update/{update.pk}/change/", {"num_examples": 999})
+    page = _page_text(admin_client.get(f"/admin/aggregation/update/{update.pk}/change/"))
+    strategy_post = admin_client.post(f"/admin/aggregation/experiment/{experiment.pk}/change/",
+                                      {**_add_form_data(admin_client, name="exp"), "strategy": "fedmedian",
+                                       "epochs": 2})
+
+    assert deletes == [403, 403, 403] and bulk.status_code in (200, 302)
+    assert (Update.objects.count(), Round.objects.filter(number=1).count(), experiment.versions.count()) == (1, 1, 1)
+    assert change.status_code == 403 and Update.objects.get().num_examples == 10
+    # 30 metrics are one folded line: the first 160 characters, the whole value under <details>
+    assert '<details><summary><code>{"metric_0":0.0,"metric_1":0.14' in page and '"metric_29": 4.14' in page
+    experiment.refresh_from_db()
+    assert strategy_post.status_code == 302 and (experiment.strategy, experiment.epochs) == ("fedavg", 2)

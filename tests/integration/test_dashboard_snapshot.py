@@ -145,16 +145,76 @@ def test_dashboard_page_and_api_serve_a_logged_in_user_when_a_login_is_required(
     assert api.status_code == 200 and api.json()["experiment"]["name"] == "default"
 
 
-def test_the_nodes_table_counts_only_the_shown_experiments_updates(make_experiment, register, uploader):
+def test_the_nodes_table_lists_the_shown_experiments_nodes_with_their_updates_in_it(make_experiment, register,
+                                                                                     uploader, api):
     from aggregation.dashboard import dashboard_snapshot
 
     make_experiment(name="exp")
     make_experiment(name="other")
-    token = register("n1")
-    uploader(token, 1, params_for(7), experiment="exp")
+    n1, n2 = register("n1"), register("n2")
+    register("newcomer")  # registered, has done nothing yet: it could join either experiment
+    uploader(n1, 1, params_for(7), experiment="exp")
+    uploader(n2, 1, params_for(8), experiment="exp")
+    uploader(n2, 1, params_for(9), experiment="other")
+    api.get("/api/rounds/current?experiment=other", HTTP_AUTHORIZATION=f"Bearer {n2}")  # n2 now works on other
 
     mine = {n["node_id"]: n for n in dashboard_snapshot("exp")["nodes"]}
     theirs = {n["node_id"]: n for n in dashboard_snapshot("other")["nodes"]}
 
-    assert (mine["n1"]["updates"], mine["n1"]["last_round"]) == (1, 1)
-    assert (theirs["n1"]["updates"], theirs["n1"]["last_round"]) == (0, None)
+    assert set(mine) == {"n1", "n2", "newcomer"} and set(theirs) == {"n2", "newcomer"}
+    assert (mine["n1"]["updates"], mine["n1"]["last_round"], mine["n1"]["experiment"]) == (1, 1, "exp")
+    assert (theirs["n2"]["updates"], theirs["n2"]["experiment"]) == (1, "other")
+    assert mine["newcomer"]["experiment"] is None and mine["newcomer"]["updates"] == 0
+
+
+def _closed_round_with_scores(make_experiment, register, uploader, name="exp", **fields):
+    """Round 1 of `name` closed by two nodes that report validation scores; the server adds test and federated ones."""
+    from aggregation.models import Round
+
+    make_experiment(name=name, total_nodes=2, min_nodes=2, **fields)
+    for i, node in enumerate((f"{name}-a", f"{name}-b")):
+        response = uploader(register(node), 1, params_for(i), 10, experiment=name,
+                            metrics={"loss": 0.4 + i, "val_accuracy": 0.99, "val_loss": 0.05})
+        assert response.status_code == 201, response.content
+    rnd = Round.objects.get(experiment__name=name, number=1)
+    assert rnd.status == "closed"
+    rnd.metrics = {**rnd.metrics, "test_accuracy": 0.35, "test_loss": 1.9, "federated_accuracy": 0.5,
+                   "federated_loss": 1.2, "federated_examples": 40, "test_examples": 360}
+    rnd.save(update_fields=["metrics"])
+
+
+def test_accuracies_are_charted_apart_from_losses_with_the_test_accuracy_first(api, make_experiment, register,
+                                                                             uploader):
+    _closed_round_with_scores(make_experiment, register, uploader)
+
+    charts = api.get("/api/dashboard?experiment=exp").json()["charts"]
+
+    assert charts["groups"] == {"fraction": ["test_accuracy", "federated_accuracy", "val_accuracy"],
+                                "loss": ["loss", "test_loss", "federated_loss", "val_loss"], "other": []}
+    assert charts["round_metrics"]["test_accuracy"] == [0.35, None]
+    assert charts["round_metrics"]["val_accuracy"] == [pytest.approx(0.99), None]
+
+
+def test_a_metric_named_like_an_accuracy_but_outside_0_to_1_is_not_put_on_the_accuracy_axis():
+    from aggregation.dashboard import metric_groups
+
+    groups = metric_groups({"val_accuracy": [0.5, None], "top5_accuracy_pct": [97.0], "r2": [0.3], "mse_loss": [4.0]})
+
+    assert groups == {"fraction": ["val_accuracy"], "loss": ["mse_loss"], "other": ["r2", "top5_accuracy_pct"]}
+
+
+def test_the_snapshot_lists_every_experiment_and_the_runs_parameters(api, make_experiment, register, uploader):
+    _closed_round_with_scores(make_experiment, register, uploader, name="avg")
+    make_experiment(name="adam", strategy="fedadam", strategy_params={"eta": 0.05}, epochs=3, learning_rate=0.2,
+                    batch_size=32, max_rounds=10)
+
+    snapshot = api.get("/api/dashboard?experiment=adam").json()
+
+    assert snapshot["experiments"] == [
+        {"name": "adam", "status": "running", "strategy": "fedadam", "rounds": 0, "max_rounds": 10},
+        {"name": "avg", "status": "running", "strategy": "fedavg", "rounds": 1, "max_rounds": 0}]
+    card = snapshot["experiment"]
+    assert card["strategy_params"]["eta"] == 0.05  # as set
+    assert card["strategy_params"]["beta_1"] == 0.9 and card["strategy_params"]["tau"] > 0  # FedAdam's defaults
+    assert (card["epochs"], card["learning_rate"], card["batch_size"], card["max_rounds"]) == (3, 0.2, 32, 10)
+    assert (card["total_nodes"], card["min_nodes"], card["finish_reason"]) == (3, 2, "")

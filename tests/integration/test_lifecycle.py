@@ -171,3 +171,46 @@ def test_a_run_stopped_before_its_first_model_shows_saves_and_resumes_waiting(ad
 
     assert "model: none (no node provided one)" in shown and page.status_code == 200
     assert "running again" in resumed and Experiment.objects.get(pk=waiting.pk).status == "initializing"
+
+
+def test_pause_holds_the_run_and_resume_or_start_opens_a_new_round(experiment, api, register, uploader):
+    tokens = [register(str(i)) for i in range(3)]
+    uploader(tokens[0], 1, params_for(7))
+
+    paused = manage("pause", "exp")
+    state = api.get("/api/rounds/current?experiment=exp").json()
+    late = uploader(tokens[1], 1, params_for(7))
+    again = manage("pause", "exp")
+    started = manage("start", "exp")
+
+    assert "exp: paused" in paused and "was not running" in again
+    assert state["run"]["status"] == "paused"
+    assert "paused by manage.py experiment pause" in state["run"]["finish_reason"]
+    assert (late.status_code, late.json()["error"]) == (409, "round_closed")
+    assert "running again" in started
+    assert list(experiment.rounds.order_by("number").values_list("status", flat=True)) == ["failed", "open"]
+    assert Round.objects.get(experiment=experiment, number=2).base_version.version == 0
+    # a paused run can also be stopped for good
+    manage("pause", "exp")
+    assert "exp: stopped" in manage("stop", "exp")
+
+
+def test_operators_pause_and_start_through_the_api(experiment, api, register):
+    get_user_model().objects.create_superuser("op", "op@example.org", "pw")
+    node = {"HTTP_AUTHORIZATION": f"Bearer {register('intruder')}"}
+
+    refused = api.post("/api/experiments/exp/pause", format="json", **node)
+    pause = api.post("/api/experiments/exp/pause", format="json", **basic("op", "pw"))
+    start = api.post("/api/experiments/exp/start", format="json", **basic("op", "pw"))
+
+    assert (refused.status_code, refused.json()["error"]) == (401, "operator_required")
+    assert pause.json() == {"name": "exp", "status": "paused", "changed": True, "model_version": 0}
+    assert start.json() == {"name": "exp", "status": "running", "changed": True, "model_version": 0}
+
+
+def test_the_admin_pauses_selected_runs(experiment, admin_client):
+    response = admin_client.post("/admin/aggregation/experiment/",
+                                 {"action": "pause_runs", "_selected_action": [experiment.pk]}, follow=True)
+
+    assert response.status_code == 200 and "Paused: exp." in response.content.decode()
+    assert Experiment.objects.get(name="exp").status == "paused"

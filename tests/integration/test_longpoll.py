@@ -112,3 +112,14 @@ def test_longpoll_rejects_a_malformed_query(api, experiment, query):
     response = api.get(f"/api/rounds/current?experiment=exp&{query}")
 
     assert response.status_code == 400 and response.json()["error"] == "bad_query"
+
+
+def test_a_paused_run_holds_the_longpoll_until_it_resumes(api, experiment):
+    """Paused, a node's poll for round 1 must wait (not answer at once, again and again) and be answered by
+    the new round the resume opens."""
+    from aggregation.services.lifecycle import experiment_pause, experiment_resume
+
+    experiment_pause(experiment, "a test")
+    answer = _poll_round_1_while(lambda: experiment_resume(experiment))
+
+    assert answer["state"]["number"] == 2 and answer["state"]["run"]["status"] == "running"

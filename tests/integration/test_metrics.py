@@ -39,3 +39,16 @@ def test_metrics_count_rounds_updates_nodes_and_rejections(api, experiment, regi
 def test_metrics_can_require_a_token(api):
     assert api.get("/metrics").status_code == 401
     assert api.get("/metrics", HTTP_AUTHORIZATION="Bearer scrape-secret").status_code == 200
+
+
+def test_metrics_count_done_nodes_apart(api, experiment, register):
+    from aggregation.services.lifecycle import experiment_stop
+
+    tokens = [register(str(i)) for i in range(3)]
+    experiment_stop(experiment)
+    api.post("/api/nodes/done?experiment=exp", HTTP_AUTHORIZATION=f"Bearer {tokens[0]}")
+
+    samples = _samples(api)
+
+    assert samples[("fedsite_nodes", (("status", "done"),))] == 1
+    assert samples[("fedsite_nodes", (("status", "online"),))] == 2

@@ -108,9 +108,9 @@ def test_node_list_shows_identity_status_and_last_round(api, register, uploader,
     assert [n["node_id"] for n in nodes] == ["a", "b"]
     assert nodes[0] | {"last_seen": None} == {
         "node_id": "a", "address": "http://127.0.0.1:8002", "status": "online", "last_seen": None,
-        "source": "api", "last_round": 1,
+        "source": "api", "last_round": 1, "experiment": experiment.name, "done_at": None, "data": {},
     }
-    assert nodes[1]["last_round"] is None
+    assert nodes[1]["last_round"] is None and nodes[1]["experiment"] is None
 
 
 def test_createnode_issues_a_token_that_uploads(capsys, uploader, experiment):

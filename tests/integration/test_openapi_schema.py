@@ -12,8 +12,9 @@ OPERATIONS = {
     ("/api/experiments", "post"), ("/api/experiments/{name}/{action}", "post"), ("/api/model/params", "get"),
     ("/api/models/{version}", "get"), ("/api/models/{version}/download", "get"), ("/api/models/initial", "post"),
     ("/api/models/{version}/evaluations", "post"), ("/api/nodes", "get"), ("/api/nodes/register", "post"),
-    ("/api/rounds", "get"), ("/api/rounds/current", "get"), ("/api/rounds/{number}", "get"),
-    ("/api/rounds/{number}/updates", "post"), ("/api/rounds/{number}/failures", "post"),
+    ("/api/nodes/done", "post"), ("/api/rounds", "get"), ("/api/rounds/current", "get"),
+    ("/api/rounds/{number}", "get"), ("/api/rounds/{number}/updates", "post"),
+    ("/api/rounds/{number}/failures", "post"),
 }
 
 
@@ -94,6 +95,15 @@ def test_a_model_download_is_documented_as_safetensors_and_as_json(schema):
     assert as_json["properties"]["parameters"] == {"type": "array", "items": {"type": "number"}}
 
 
+def test_the_round_metrics_export_is_documented_as_json_and_csv(schema):
+    operation = _operation(schema, "/api/rounds", "get")
+    content = operation["responses"]["200"]["content"]
+
+    assert set(_params(operation)["format"]["schema"]["enum"]) == {"json", "csv"}
+    assert content["text/csv"]["schema"]["type"] == "string"
+    assert "rounds" in _resolve(schema, content["application/json"]["schema"])["required"]
+
+
 def test_node_tokens_and_operators_are_security_schemes(schema):
     schemes = schema["components"]["securitySchemes"]
 
@@ -101,7 +111,8 @@ def test_node_tokens_and_operators_are_security_schemes(schema):
     assert schemes["basicAuth"]["scheme"] == "basic" and schemes["cookieAuth"]["in"] == "cookie"
     create = _operation(schema, "/api/experiments", "post")["security"]
     assert {"basicAuth": []} in create and {"cookieAuth": []} in create and {} not in create
-    for path in ("/api/models/initial", "/api/models/{version}/evaluations", "/api/rounds/{number}/failures"):
+    for path in ("/api/models/initial", "/api/models/{version}/evaluations", "/api/rounds/{number}/failures",
+                 "/api/nodes/done"):
         assert _operation(schema, path, "post")["security"] == [{"nodeToken": []}]
     # Reads are open unless FL_LOGIN_REQUIRED; then a node's token or a login session.
     assert _operation(schema, "/api/rounds", "get")["security"] == [{"nodeToken": []}, {"cookieAuth": []}, {}]
@@ -113,7 +124,7 @@ def test_request_bodies_of_nodes_and_operators_are_documented(schema):
         content = _operation(schema, path, "post")["requestBody"]["content"]
         return {media: _resolve(schema, c["schema"]) for media, c in content.items()}
 
-    assert set(body("/api/nodes/register")["application/json"]["properties"]) == {"node_id", "address"}
+    assert set(body("/api/nodes/register")["application/json"]["properties"]) == {"node_id", "address", "data"}
     assert set(body("/api/models/{version}/evaluations")["application/json"]["required"]) == {"loss", "num_examples"}
     assert body("/api/rounds/{number}/failures")["application/json"]["required"] == ["reason"]
     assert body("/api/models/initial") == {"application/octet-stream": {"type": "string", "format": "binary"}}

@@ -1,4 +1,4 @@
-"""A GET changes nothing in the database; the one exception is a node's own last contact, kept by its authentication."""
+"""A GET changes nothing in the database; the one exception is a node's poll, recording its own contact."""
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -10,6 +10,7 @@ WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
 
 GETS = [
     "/", "/status?experiment=exp", "/api/nodes", "/api/experiments", "/api/rounds?experiment=exp",
+    "/api/rounds?experiment=exp&format=csv",
     "/api/rounds/current?experiment=exp", "/api/rounds/current?experiment=exp&wait=0.1&known=1",
     "/api/rounds/1?experiment=exp", "/api/models/0?experiment=exp", "/api/models/latest?experiment=exp",
     "/api/models/0/download?experiment=exp", "/api/models/0/download?experiment=exp&format=json",
@@ -35,7 +36,7 @@ def test_a_get_writes_nothing(admin_client, experiment, register, uploader, url)
 
 
 @pytest.mark.django_db
-def test_a_nodes_get_writes_only_its_last_contact_and_not_on_every_poll(api, experiment, register):
+def test_a_nodes_poll_writes_only_its_own_contact_and_not_on_every_poll(api, experiment, register):
     token = register("1")
     Node.objects.filter(node_id="1").update(last_seen=None)
     auth = {"HTTP_AUTHORIZATION": f"Bearer {token}"}
@@ -46,6 +47,8 @@ def test_a_nodes_get_writes_only_its_last_contact_and_not_on_every_poll(api, exp
         api.get("/api/rounds/current?experiment=exp", **auth)
 
     writes = _writes(first)
-    assert len(writes) == 1 and "last_seen" in writes[0] and Node.objects.get(node_id="1").last_seen is not None
+    node = Node.objects.select_related("experiment").get(node_id="1")
+    assert len(writes) == 1 and '"nodes_app_node"' in writes[0] and "last_seen" in writes[0]
+    assert node.last_seen is not None and node.experiment.name == "exp"  # the experiment it follows
     assert _writes(second) == []  # within TOUCH_EVERY: a long-polling node is not a stream of writes
 

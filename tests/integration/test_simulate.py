@@ -9,6 +9,7 @@ from aggregation.fl.model import MLPSpec, init_parameters
 from aggregation.fl.serde import dumps_sha256, loads, params_loads
 from aggregation.models import Experiment, Update
 from aggregation.simulation import Simulation, SimulationConfig
+from nodes_app.models import Node
 from nodes_app.training import fit_and_evaluate
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -37,6 +38,11 @@ def test_five_simulated_nodes_on_digits_reach_90_percent_test_accuracy():
     assert all("val_accuracy" in u.metrics for u in Update.objects.filter(round__experiment=experiment))
     assert experiment.versions.count() == 9
     assert "test_accuracy" in output and "round 8/8 closed" in output
+    # The virtual nodes say what they hold, as real ones do, and are done once the run has ended.
+    nodes = list(Node.objects.filter(node_id__startswith="sim-").order_by("node_id"))
+    assert [n.status for n in nodes] == ["done"] * 5
+    assert [n.data["part"] for n in nodes] == [f"{i}/5" for i in range(5)]
+    assert {n.data["partition"] for n in nodes} == {"iid"} and {n.data["data"] for n in nodes} == {"digits"}
 
 
 def test_a_virtual_node_uploads_exactly_what_its_training_function_computes():

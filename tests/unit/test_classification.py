@@ -159,8 +159,11 @@ class OneRoundServer:
         self.spec, self.token, self.uploads = spec, None, []
         self.model = params_dumps(spec, init_parameters(spec, 1))
 
-    def register(self, node_id, address, enrollment_token=None):
+    def register(self, node_id, address, enrollment_token=None, data=None):
         return {"node_id": node_id, "token": "t", "address": address}
+
+    def report_done(self):
+        return {"status": "done"}
 
     def current_round(self, wait=0.0, known=None):
         return {"number": 1, "status": "open", "model_version": 0, "config": {"epochs": 3, "learning_rate": 0.1,

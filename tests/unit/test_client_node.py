@@ -32,6 +32,7 @@ class FakeServer:
         self.evaluations: list[tuple] = []
         self.failures: list[tuple[int, str]] = []
         self.initial_error: ServerRejected | None = None
+        self.done = 0
 
     @staticmethod
     def round(number: int, version: int, run: str = "running") -> dict[str, Any]:
@@ -39,7 +40,7 @@ class FakeServer:
                 "progress": {"nodes": []}, "run": {"status": run, "model_version": version},
                 "model_spec": {"kind": "tensors", "tensors": []} if version is None else SPEC.to_dict()}
 
-    def register(self, node_id, address, enrollment_token=None):
+    def register(self, node_id, address, enrollment_token=None, data=None):
         return {"node_id": node_id, "token": "t"}
 
     def current_round(self, wait=0.0, known=None):
@@ -65,6 +66,10 @@ class FakeServer:
     def report_evaluation(self, version, loss, num_examples, metrics):
         self.evaluations.append((version, loss, num_examples, metrics))
         return 201, {"evaluation": {"loss": loss}}
+
+    def report_done(self):
+        self.done += 1
+        return {"status": "done"}
 
 
 def node(tmp_path, client) -> tuple[ClientNode, FakeServer]:
@@ -133,6 +138,7 @@ def test_client_node_finishes_when_the_run_was_stopped_before_any_node_gave_the_
 
     assert loop.finished and loop.state == "finished"
     assert server.uploads == [] and server.initial == []
+    assert server.done == 1
 
 
 def test_the_node_sdk_imports_where_django_cannot():

@@ -44,14 +44,19 @@ class FakeClient:
         self.down = 0  # this many next calls fail as if the server were unreachable
         self.tamper = False
         self.upload_error: Exception | None = None
+        self.registered_data: list[dict[str, Any] | None] = []
+        self.done = 0
+        self.done_error: Exception | None = None
 
     def _maybe_down(self) -> None:
         if self.down:
             self.down -= 1
             raise ServerUnavailable("GET /api/rounds/current: ConnectionError: connection refused")
 
-    def register(self, node_id: str, address: str, enrollment_token: str | None = None) -> dict[str, Any]:
+    def register(self, node_id: str, address: str, enrollment_token: str | None = None,
+                 data: dict[str, Any] | None = None) -> dict[str, Any]:
         self._maybe_down()
+        self.registered_data.append(data)
         if self.token is not None:
             if self.tokens.get(node_id) != self.token:
                 raise ServerRejected(401, "bad_token", "The token is not valid.", {})
@@ -77,6 +82,12 @@ class FakeClient:
         self.uploads.append((round_number, body))
         return 201, {"round": round_number, "node_id": "1", "sha256": sha256_hex(body),
                      "received": len(self.uploads), "required": 3, "status": "open"}
+
+    def report_done(self) -> dict[str, Any]:
+        if self.done_error:
+            raise self.done_error
+        self.done += 1
+        return {"node_id": "1", "status": "done"}
 
 
 @pytest.fixture
@@ -241,6 +252,7 @@ def test_run_registers_then_returns_when_the_run_is_finished(
     assert f"run finished: final model version=2 sha256={final_sha}" in caplog.text
     snapshot = runner.status_snapshot()
     assert (snapshot["model_version"], snapshot["model_sha256"], snapshot["state"]) == (2, final_sha, "finished")
+    assert fake.done == 1, "a node that leaves because its run ended tells the server it is done"
 
 
 def test_run_stops_when_the_stop_event_is_set(fake: FakeClient, tmp_path: Any) -> None:
@@ -257,3 +269,48 @@ def test_run_stops_when_the_stop_event_is_set(fake: FakeClient, tmp_path: Any) -
 def test_node_seeds_are_stable_and_differ_between_nodes() -> None:
     assert default_seed("3") == 3
     assert default_seed("edge-a") == default_seed("edge-a") != default_seed("edge-b")
+
+
+def test_a_paused_run_makes_the_node_wait_not_finish_and_train_on_after_the_resume(
+    runner: NodeRunner, fake: FakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.info = round_info(number=1, status="failed", run="paused")
+    fake.info["run"]["finish_reason"] = "paused by op in the admin"
+
+    with caplog.at_level(logging.INFO, logger="fedsite.node"):
+        steps = [runner.step(), runner.step()]
+
+    assert steps == [False, False] and fake.uploads == [] and not runner.finished
+    assert runner.status_snapshot()["state"] == "paused"
+    assert caplog.text.count("paused by op in the admin; waiting for it to resume") == 1  # said once
+    assert fake.polls[-1] == (25.0, 1)  # the next poll waits on the paused round
+    fake.info = round_info(number=2, version=1)
+    assert runner.step() is True and [number for number, _ in fake.uploads] == [2]
+
+
+def test_a_node_with_a_partition_of_a_data_set_describes_it_when_it_registers(fake: FakeClient, tmp_path: Any) -> None:
+    from aggregation.datasets import node_data_load
+
+    data = node_data_load("iris", partitioning="dirichlet:0.5", num_partitions=3, partition_id=1, seed=0)
+    runner = NodeRunner("n2", fake, tmp_path, data=data, min_poll_interval=0.0, sleep=lambda s: None)
+
+    runner.ensure_registered()
+
+    assert fake.registered_data == [{"data": "iris", "partition": "dirichlet:0.5", "part": "1/3",
+                                     "train_rows": len(data.y_train), "validation_rows": len(data.y_val)}]
+
+
+def test_a_node_that_keeps_serving_reports_done_once_per_finished_run(fake: FakeClient, tmp_path: Any) -> None:
+    runner = NodeRunner("1", fake, tmp_path, keep_serving=True, min_poll_interval=0.0, sleep=lambda s: None)
+    runner.ensure_registered()
+    fake.info = round_info(number=4, status="closed", version=2, run="finished")
+
+    runner.step()
+    runner.step()  # still finished: nothing new to report
+    assert fake.done == 1
+    # The report of the next run's end cannot reach the server: the node carries on regardless.
+    fake.done_error = ServerUnavailable("POST /api/nodes/done: ConnectionError")
+    fake.info = round_info(number=5, status="closed", version=1, run="stopped")
+    runner.step()
+
+    assert fake.done == 1 and runner.finished and runner.state == "finished"

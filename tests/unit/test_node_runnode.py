@@ -31,9 +31,13 @@ class FakeClient:
         self.info = {"number": 5, "status": round_status, "model_version": 2,
                      "run": {"status": run_status, "model_version": 2}}
 
-    def register(self, node_id: str, address: str, enrollment_token: str | None = None) -> dict[str, Any]:
+    def register(self, node_id: str, address: str, enrollment_token: str | None = None,
+                 data: dict[str, Any] | None = None) -> dict[str, Any]:
         self.tokens[node_id] = "secret"
         return {"node_id": node_id, "token": "secret", "address": address}
+
+    def report_done(self):
+        return {"status": "done"}
 
     def current_round(self, wait: float = 0.0, known: int | None = None) -> dict[str, Any]:
         return self.info
@@ -97,12 +101,12 @@ def test_sigterm_stops_a_node_that_keeps_serving(
     fake = FakeClient("aggregating", "running")
     register = fake.register
 
-    def register_then_signal(*args: Any) -> dict[str, Any]:
+    def register_then_signal(*args: Any, **kwargs: Any) -> dict[str, Any]:
         # Sent from the node's loop thread, once the command has installed its handlers; the check
         # turns a missing handler into a failed test instead of a killed test run.
         assert callable(signal.getsignal(signal.SIGTERM)), "runnode did not install a SIGTERM handler"
         os.kill(os.getpid(), signal.SIGTERM)
-        return register(*args)
+        return register(*args, **kwargs)
 
     fake.register = register_then_signal  # type: ignore[method-assign]
     use_fake(monkeypatch, fake)

@@ -56,6 +56,8 @@ class Command(BaseCommand):
                 stop_condition_parse(options["stop_when"])
             except ValueError as exc:
                 raise CommandError(f"--stop-when: {exc}") from None
+        if not options["prepare"]:
+            self._refuse_environment()
         strategy_params = _strategy_checked(options["strategy"], options["strategy_params"])
         if options["prepare"]:
             self._prepare(options, strategy_params)
@@ -115,6 +117,17 @@ class Command(BaseCommand):
                 except subprocess.TimeoutExpired:
                     proc.kill()
 
+    def _refuse_environment(self) -> None:
+        """The demo configures its own server and nodes: say which FL_ variables it leaves unused, rather than
+        let `FL_EPOCHS=10 make demo` look as if it had worked."""
+        honoured = {"FL_STRATEGY", "FL_STRATEGY_PARAMS"}
+        ignored = sorted(k for k in os.environ if k.startswith(("FL_", "DATABASE_URL", "REDIS_URL"))
+                         and k not in honoured)
+        if ignored:
+            self.stderr.write(f"the demo ignores {', '.join(ignored)}: it runs its own embedded server and nodes and "
+                              "takes only FL_STRATEGY and FL_STRATEGY_PARAMS (or its options: see --help); for a "
+                              "configured run use `make run` and `manage.py runnode`")
+
     def _wait_for_server(self, url: str, server: subprocess.Popen, workdir: Path) -> None:
         for _ in range(300):
             if server.poll() is not None:
@@ -130,6 +143,7 @@ class Command(BaseCommand):
         shown: set[int] = set()
         started = time.monotonic()
         registered = -1
+        paused = False
         while True:
             # Status first: once it says finished, the history read after it holds the last round too.
             status = requests.get(f"{url}/status", timeout=10).json()
@@ -147,7 +161,13 @@ class Command(BaseCommand):
                 if status["run_status"] == "stopped":
                     self.stdout.write("the run was stopped by an operator")
                 return
-            if time.monotonic() - started > 120 * rounds:
+            if (status.get("run_status") == "paused") != paused:
+                paused = not paused
+                self.stdout.write("the run was paused by an operator; waiting for it to resume" if paused
+                                  else "the run was resumed")
+            if paused:
+                started = time.monotonic()  # a pause is not a lack of progress
+            elif time.monotonic() - started > 120 * rounds:
                 raise CommandError("the demo made no progress; see the logs")
             time.sleep(0.5)
 

@@ -1,4 +1,4 @@
-"""`python manage.py experiment list|show|stop|resume|reset`: an experiment's run from the command line."""
+"""`python manage.py experiment list|show|pause|stop|resume|start|reset`: an experiment's run from the command line."""
 import json
 from typing import Any
 
@@ -7,20 +7,22 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from aggregation.management.commands.createexperiment import experiment_description
 from aggregation.models import Experiment
-from aggregation.services.lifecycle import experiment_reset, experiment_resume, experiment_stop
+from aggregation.services.lifecycle import experiment_pause, experiment_reset, experiment_resume, experiment_stop
 from fedsite.errors import ApplicationError
 
 
 class Command(BaseCommand):
-    help = ("Operate experiments: list them, show one, stop or resume its run, or reset it to an earlier model "
+    help = ("Operate experiments: list them, show one, pause, stop or resume its run, or reset it to an earlier model "
             "version (a rollback, recorded in the lineage). `experiment create` is `createexperiment`.")
 
     def add_arguments(self, parser: CommandParser) -> None:
         sub = parser.add_subparsers(dest="action", required=True)
         sub.add_parser("list", help="Every experiment with its status and latest model version.")
         for action, text in (("show", "Its model, strategy, rounds and latest model version."),
-                             ("stop", "End the run now; nodes finish with the latest model."),
-                             ("resume", "Run a stopped or finished experiment again from its latest model.")):
+                             ("pause", "Hold the run: the open round ends, nodes wait until it resumes."),
+                             ("stop", "End the run now; nodes finish with the latest model and exit."),
+                             ("resume", "Run a paused or stopped experiment again from its latest model."),
+                             ("start", "The same as resume.")):
             sub.add_parser(action, help=text).add_argument("name")
         reset = sub.add_parser("reset", help="Roll back: a new version with version V's parameters, and a new round.")
         reset.add_argument("name")
@@ -52,7 +54,10 @@ class Command(BaseCommand):
             elif action == "stop":
                 done = experiment_stop(experiment, "stopped with `manage.py experiment stop`")
                 self.stdout.write(f"{experiment.name}: {'stopped' if done else 'was not running'}")
-            elif action == "resume":
+            elif action == "pause":
+                done = experiment_pause(experiment, "manage.py experiment pause")
+                self.stdout.write(f"{experiment.name}: {'paused' if done else 'was not running'}")
+            elif action in ("resume", "start"):
                 done = experiment_resume(experiment)
                 self.stdout.write(f"{experiment.name}: {'running again' if done else 'was running already'}")
             else:
