@@ -47,16 +47,24 @@ test: lint test-sqlite test-postgres
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+# Coverage floors of the whole suite on SQLite: the total, and the FL core (aggregation/fl), which the
+# unit tests cover directly. Measured in the pytest process only: the servers and nodes that e2e tests
+# start as subprocesses are not counted ([tool.coverage] in pyproject.toml).
+COVERAGE_FLOOR ?= 88
+FL_COVERAGE_FLOOR ?= 95
 
 # The SQLite step also runs the scaled-mode e2e tests, which need the PostgreSQL role: prepare it
 # here, not only in test-postgres, so a fresh machine passes in this order.
 test-sqlite: $(VENV)/.dev $(VENDOR)
 	scripts/services.sh packages postgres
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --cov --cov-report=term --cov-fail-under=$(COVERAGE_FLOOR)
+	$(BIN)/coverage report --include='aggregation/fl/*' --fail-under=$(FL_COVERAGE_FLOOR)
 
 test-postgres: $(VENV)/.dev $(VENDOR)
 	scripts/services.sh postgres
 	DATABASE_URL=$(PG_TEST_URL) $(BIN)/python -m pytest tests/integration
 
 clean:
-	rm -rf $(VENV) var static/vendor node_modules .pytest_cache
+	rm -rf $(VENV) var static/vendor node_modules .pytest_cache .coverage

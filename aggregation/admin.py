@@ -4,7 +4,7 @@ Experiments are added through experiment_setup, the service the CLI and the API 
 made here has its version 0 and round 1 (or waits for its first node) like any other.
 """
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from django import forms
 from django.contrib import admin
@@ -21,6 +21,14 @@ from aggregation.services.experiment_setup import OPTIONS, experiment_setup
 from aggregation.services.experiments import experiment_env_fields
 from aggregation.services.lifecycle import experiment_pause, experiment_resume, experiment_stop
 from fedsite.errors import ApplicationError
+
+if TYPE_CHECKING:
+    from django.contrib.admin.options import _FieldOpts
+    from django_stubs_ext import WithAnnotations
+
+
+class UpdateCount(TypedDict):
+    n_updates: int
 
 BLOB_HIDDEN = ("parameters",)
 TENSORS_SHOWN = 12
@@ -96,7 +104,8 @@ class ExperimentAddForm(ExperimentForm):
         self.initial = {**self.initial, **defaults, **explicit}
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data
         if self.errors:
             return cleaned  # fix the fields first: the service needs their values
         options = {name: cleaned[name] for name in OPTIONS if name in self.changed_data and name != "model_spec"}
@@ -118,9 +127,12 @@ class ExperimentAddForm(ExperimentForm):
         """Nothing left to check or build: experiment_setup validated and created the experiment."""
 
 
-_STRATEGY = ("Strategy", {"fields": ("strategy", "strategy_params", "update_max_norm", "update_norm_mode")})
-_ROUNDS = ("Rounds", {"fields": ("total_nodes", "min_nodes", "round_timeout_s", "on_timeout", "max_rounds")})
-_TRAINING = ("Node training", {"fields": ("epochs", "learning_rate", "batch_size", "seed", "update_encoding")})
+_STRATEGY: "tuple[str, _FieldOpts]" = (
+    "Strategy", {"fields": ("strategy", "strategy_params", "update_max_norm", "update_norm_mode")})
+_ROUNDS: "tuple[str, _FieldOpts]" = (
+    "Rounds", {"fields": ("total_nodes", "min_nodes", "round_timeout_s", "on_timeout", "max_rounds")})
+_TRAINING: "tuple[str, _FieldOpts]" = (
+    "Node training", {"fields": ("epochs", "learning_rate", "batch_size", "seed", "update_encoding")})
 _EVALUATION = ("server_eval", "server_eval_target", "stop_metric", "stop_op", "stop_threshold", "stop_patience")
 
 
@@ -179,10 +191,11 @@ class ExperimentAdmin(admin.ModelAdmin):
             return (*self.readonly_fields, "strategy", "strategy_params")
         return self.readonly_fields
 
-    def get_form(self, request: HttpRequest, obj: Experiment | None = None, **kwargs: Any) -> Any:
+    def get_form(self, request: HttpRequest, obj: Experiment | None = None, change: bool = False,
+                 **kwargs: Any) -> Any:
         if obj is None:
             kwargs = {"form": self.add_form, **kwargs}
-        return super().get_form(request, obj, **kwargs)
+        return super().get_form(request, obj, change, **kwargs)
 
     def save_model(self, request: HttpRequest, obj: Experiment, form: forms.ModelForm, change: bool) -> None:
         if change:  # an added experiment was created by experiment_setup in the form's clean()
@@ -251,7 +264,7 @@ class RoundAdmin(HistoryAdmin):
             n_updates=Count("updates"))
 
     @admin.display(description="updates", ordering="n_updates")
-    def updates_received(self, obj: Round) -> int:
+    def updates_received(self, obj: "WithAnnotations[Round, UpdateCount]") -> int:
         return obj.n_updates
 
 

@@ -1,7 +1,6 @@
 """HTTP API of the server: thin views that validate, call one service or selector, and serialize."""
 import math
 import threading
-import time
 from functools import cache
 
 from django.conf import settings
@@ -18,7 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from aggregation import events, exports, metrics, parsing, selectors, services
+from aggregation import exports, longpoll, metrics, parsing, selectors
 from aggregation.dashboard import dashboard_access_allowed, dashboard_snapshot
 from aggregation.fl import NDArrays
 from aggregation.fl.manifest import manifest_of
@@ -38,10 +37,10 @@ from aggregation.serializers import (
     UpdateJsonInputSerializer,
     shaped,
 )
-from aggregation.services.experiments import experiment_public_params
+from aggregation.services.updates import ParsedUpdate, update_submit
 from fedsite.errors import ApplicationError
 from fedsite.schema import EXPERIMENT, errors
-from nodes_app.auth import IsNode, NodeTokenAuthentication, request_node
+from nodes_app.auth import IsNode, NodeTokenAuthentication, node_required, request_node
 from nodes_app.services import node_touch
 
 
@@ -71,14 +70,14 @@ def experiment_from(request: Request) -> Experiment:
 
 def round_base(experiment: Experiment, number: int) -> NDArrays:
     """Round `number`'s base model: what an fp16/int8 delta upload is decoded against."""
-    base = services.round_base_parameters(experiment, number)
+    base = selectors.round_base_parameters(experiment, number)
     if base is None:
-        raise services.round_unknown(experiment, number)
+        raise selectors.round_unknown(experiment, number)
     return base
 
 
-def parsed_update(request: Request, experiment: Experiment, number: int) -> services.ParsedUpdate:
-    spec = services.experiment_spec(experiment)
+def parsed_update(request: Request, experiment: Experiment, number: int) -> ParsedUpdate:
+    spec = selectors.experiment_spec(experiment)
     body = body_read(request)
     if not body:
         raise ApplicationError("empty_body", "The upload is empty; send safetensors bytes or a JSON object.")
@@ -95,9 +94,10 @@ def parsed_update(request: Request, experiment: Experiment, number: int) -> serv
 class StatusApi(APIView):
     """The prototype's health check; read-only, open even with FL_LOGIN_REQUIRED."""
 
-    read_security: list = []
+    read_security: list[dict[str, list[str]]] = []
 
-    @extend_schema(parameters=[EXPERIMENT], responses={200: StatusSerializer}, auth=[{}])
+    @extend_schema(parameters=[EXPERIMENT], responses={200: StatusSerializer},
+                   auth=[{}])  # type: ignore[list-item]  # security requirement objects: drf-spectacular takes them
     def get(self, request: Request) -> Response:
         payload = {"status": "running", "message": "Server is active", "mode": settings.FL_MODE}
         try:
@@ -121,7 +121,7 @@ class ExperimentListApi(APIView):
         return Response(shaped(ExperimentSerializer, [
             {
                 "name": e.name, "status": e.status, "strategy": e.strategy,
-                "strategy_params": experiment_public_params(e.strategy_params),
+                "strategy_params": selectors.experiment_public_params(e.strategy_params),
                 "model_spec": e.model_spec, "total_nodes": e.total_nodes, "min_nodes": e.min_nodes,
                 "round_timeout_s": e.round_timeout_s, "on_timeout": e.on_timeout, "max_rounds": e.max_rounds,
                 "epochs": e.epochs, "learning_rate": e.learning_rate, "batch_size": e.batch_size,
@@ -130,17 +130,18 @@ class ExperimentListApi(APIView):
                 "server_eval": e.server_eval, "stop_metric": e.stop_metric, "stop_op": e.stop_op,
                 "stop_threshold": e.stop_threshold, "stop_patience": e.stop_patience, "finish_reason": e.finish_reason,
             }
-            for e in Experiment.objects.all()
+            for e in selectors.experiment_list()
         ], many=True))
 
 
-# Seconds between a waiting long-poll's re-checks: in the embedded mode every change is committed in
-# this process and wakes the poll itself, so the re-check is only a safety net.
-LONGPOLL_RECHECK_S = {"embedded": 5.0, "scaled": 1.0}
-
-
 class RoundCurrentApi(APIView):
-    """The open round; with ?wait=S&known=N a long-poll that answers as soon as round N is over."""
+    """The open round; with ?wait=S&known=N a long-poll that answers as soon as round N is over.
+
+    The one GET that writes: a node's poll is its heartbeat, so it records the node's contact (last_seen, at
+    most every TOUCH_EVERY) and the experiment it follows (the dashboard lists the node under it). That is
+    bookkeeping about the caller, like an access log, which RFC 9110 (9.2.1) allows a safe method: the answer
+    does not depend on it, and repeating the request changes nothing more.
+    """
 
     authentication_classes = [NodeTokenAuthentication]  # optional: a node that polls counts as seen
 
@@ -169,23 +170,8 @@ class RoundCurrentApi(APIView):
         except ValueError:
             raise ApplicationError("bad_query", "wait must be a number of seconds and known a round number.") from None
         wait = min(max(wait, 0.0), settings.FL_LONGPOLL_MAX_S)
-        until = time.monotonic() + wait
-        marker = selectors.round_marker(experiment)
-        # Only the round number or the run's end can answer the poll, so the wait re-checks that
-        # in one cheap query; the full state is built once, for the answer.
-        waiting = (Experiment.Status.RUNNING, Experiment.Status.INITIALIZING, Experiment.Status.PAUSED)
-        while marker[0] == known_number and marker[1] in waiting:
-            remaining = until - time.monotonic()
-            if remaining <= 0:
-                break
-            # Woken at once by round changes committed in this process; changes committed by a
-            # Celery worker (scaled mode) are seen at the next re-check.
-            with events.state_changed:
-                events.state_changed.wait(timeout=min(LONGPOLL_RECHECK_S[settings.FL_MODE], remaining))
-            marker = selectors.round_marker(experiment)
-        if marker[1] != experiment.status:  # the run ended, resumed or got its first model during the wait
-            experiment.refresh_from_db()
-        return Response(shaped(RoundStateSerializer, selectors.round_state(experiment)))
+        state = longpoll.round_state_wait(experiment, known=known_number, wait=wait)
+        return Response(shaped(RoundStateSerializer, state))
 
 
 class RoundListApi(APIView):
@@ -255,12 +241,12 @@ class UpdateSubmitApi(APIView):
                    **errors(400, 401, 404, 409, 413, 415)},
     )
     def post(self, request: Request, number: int) -> Response:
-        node = request.auth
+        node = node_required(request)
         experiment = experiment_from(request)
         # The body is read into memory only inside a slot: ten 40 MB uploads at once held 2 GB.
         with upload_slots(settings.FL_UPLOAD_CONCURRENCY):
             update = parsed_update(request, experiment, number)
-            stored, created = services.update_submit(
+            stored, created = update_submit(
                 experiment=experiment, round_number=number, node=node, update=update
             )
         return Response(
@@ -321,7 +307,7 @@ class ModelVersionDownloadApi(APIView):
         if request.query_params.get("format") == "json":
             params = selectors.version_parameters(found.pk, found.sha256)
             # The flat list is the tensors of `tensors`, in that order, each row-major.
-            tensors = manifest_of(services.experiment_spec(experiment)).to_dict()["tensors"]
+            tensors = manifest_of(selectors.experiment_spec(experiment)).to_dict()["tensors"]
             return Response(shaped(ModelDownloadJsonSerializer, {
                 **_version_payload(found), "tensors": tensors, "parameters": flatten(params).tolist()}))
         response = HttpResponse(selectors.version_blob(found.pk, found.sha256), content_type="application/octet-stream")
@@ -350,7 +336,8 @@ class DashboardSnapshotApi(APIView):
     """The dashboard's data in one call (its polling fallback); behind a login with FL_DASHBOARD_LOGIN_REQUIRED."""
 
     authentication_classes = [SessionAuthentication]
-    read_security = [{"cookieAuth": []}]  # a node's token passes the read guard, but not this view's login check
+    # A node's token passes the read guard, but not this view's login check.
+    read_security: list[dict[str, list[str]]] = [{"cookieAuth": []}]
 
     @extend_schema(operation_id="dashboard_snapshot", parameters=[EXPERIMENT],
                    responses={200: DashboardSnapshotSerializer, **errors(401, 404)})

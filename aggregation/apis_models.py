@@ -1,6 +1,6 @@
 """Bring-your-own-model APIs: operators create experiments over any tensors; nodes provide a waiting
 experiment's initial model and report federated evaluations."""
-from typing import Any
+from typing import Any, NoReturn
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -37,7 +37,7 @@ from fedsite.errors import ApplicationError
 from fedsite.jsonparse import BoundedJSONParser, json_loads
 from fedsite.schema import EXPERIMENT, errors
 from fedsite.throttle import ThrottledBasicAuthentication
-from nodes_app.auth import IsNode, NodeTokenAuthentication
+from nodes_app.auth import IsNode, NodeTokenAuthentication, node_required
 from nodes_app.services import node_touch
 
 # Form fields arrive as strings: these are parsed as JSON (numbers, objects, null) before validation.
@@ -50,7 +50,7 @@ def _truthy(value: Any) -> bool:
     return value is True or (isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on"))
 
 
-def operator_denied(request: Request) -> None:
+def operator_denied(request: Request) -> NoReturn:
     if request.authenticators and not request.successful_authenticator:
         raise ApplicationError("operator_required", "This needs an operator: a Django staff user's HTTP basic "
                                "credentials or login session (a node's token cannot).", 401)
@@ -63,7 +63,7 @@ class ExperimentActionApi(APIView):
     authentication_classes = [ThrottledBasicAuthentication, SessionAuthentication]
     permission_classes = [IsAdminUser]
 
-    def permission_denied(self, request: Request, message: str | None = None, code: str | None = None) -> None:
+    def permission_denied(self, request: Request, message: str | None = None, code: str | None = None) -> NoReturn:
         operator_denied(request)
 
     @extend_schema(
@@ -112,7 +112,7 @@ class ExperimentsApi(ExperimentListApi):
     def get_permissions(self) -> list:
         return [IsAdminUser()] if self._creating() else []
 
-    def permission_denied(self, request: Request, message: str | None = None, code: str | None = None) -> None:
+    def permission_denied(self, request: Request, message: str | None = None, code: str | None = None) -> NoReturn:
         operator_denied(request)
 
     @extend_schema(operation_id="experiments_create", request=ExperimentCreateInputSerializer,
@@ -176,7 +176,7 @@ class ModelInitialApi(APIView):
         responses={201: ModelInitialOutputSerializer, **errors(400, 401, 404, 409, 413)},
     )
     def post(self, request: Request) -> Response:
-        node = request.auth
+        node = node_required(request)
         experiment = experiment_from(request)
         node_touch(node, experiment)
         if experiment.status != Experiment.Status.INITIALIZING:
@@ -202,7 +202,7 @@ class EvaluationSubmitApi(APIView):
                    responses={200: EvaluationOutputSerializer, 201: EvaluationOutputSerializer,
                               **errors(400, 401, 404, 409, 413)})
     def post(self, request: Request, version: int) -> Response:
-        node = request.auth
+        node = node_required(request)
         experiment = experiment_from(request)
         body = parsing.json_body(body_read(request))
         if not isinstance(body, dict):
@@ -231,7 +231,7 @@ class RoundFailureApi(APIView):
                    responses={200: RoundFailureOutputSerializer, 201: RoundFailureOutputSerializer,
                               **errors(400, 401, 404, 409, 413)})
     def post(self, request: Request, number: int) -> Response:
-        node = request.auth
+        node = node_required(request)
         experiment = experiment_from(request)
         body = parsing.json_body(body_read(request))
         reason = body.get("reason") if isinstance(body, dict) else None

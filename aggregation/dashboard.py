@@ -41,7 +41,7 @@ def parameter_summary(names: list[str], params: list[np.ndarray], bins: int = HI
 
     One tensor at a time in float64, never all of them concatenated: a large model costs one layer's copy.
     """
-    layers = []
+    layers: list[dict[str, Any]] = []
     lo, hi = np.inf, -np.inf
     for name, arr in zip(names, params, strict=True):
         values = np.asarray(arr, dtype=np.float64).ravel()
@@ -51,6 +51,7 @@ def parameter_summary(names: list[str], params: list[np.ndarray], bins: int = HI
                        "norm": float(np.linalg.norm(values))})
         if values.size:
             lo, hi = min(lo, float(values.min())), max(hi, float(values.max()))
+    counts: Any  # an array: the sum of per-tensor histograms (sum() is typed as possibly its start, 0)
     edges, counts = np.zeros(0), np.zeros(0, dtype=np.int64)
     if lo <= hi:  # at least one parameter
         edges = np.histogram_bin_edges([lo, hi], bins=bins)
@@ -168,7 +169,7 @@ def strategy_settings(name: str, params: Any) -> dict[str, Any]:
     return {**defaults, **given}
 
 
-_RUN_OVER = (Experiment.Status.FINISHED, Experiment.Status.STOPPED)
+_RUN_OVER: tuple[str, ...] = (Experiment.Status.FINISHED, Experiment.Status.STOPPED)
 # The node's experiment is joined for its name only, not its manifest or hyperparameters.
 _EXPERIMENT_BLOBS = ("experiment__model_spec", "experiment__strategy_params")
 
@@ -192,7 +193,7 @@ def nodes_table(experiment: Experiment | None = None) -> list[dict[str, Any]]:
     for n in nodes.order_by("node_id"):
         status = n.status
         moved_on = experiment is not None and n.experiment_id not in (None, experiment.pk)
-        if moved_on and experiment.status in _RUN_OVER:
+        if moved_on and experiment.status in _RUN_OVER:  # type: ignore[union-attr]  # moved_on says it is not None
             status = "done"
         rows.append({
             "node_id": n.node_id,
@@ -203,7 +204,7 @@ def nodes_table(experiment: Experiment | None = None) -> list[dict[str, Any]]:
             "updates": n.num_updates,
             "source": n.source,
             "discovery_alive": n.discovery_alive,
-            "experiment": n.experiment.name if n.experiment_id else None,
+            "experiment": n.experiment.name if n.experiment_id else None,  # type: ignore[union-attr]  # an id: a row
             "done_at": n.done_at.isoformat() if n.done_at else None,
             "data": n.data,
         })

@@ -1,10 +1,10 @@
 """Side effects that must wait for the commit: dashboard pushes, task enqueues, long-poll wake-ups."""
-import importlib
 import logging
 import threading
 from typing import Any
 
 from asgiref.sync import async_to_sync
+from celery import Task
 from channels.layers import get_channel_layer
 from django.db import transaction
 
@@ -55,13 +55,11 @@ def event_send(kind: str, experiment: Experiment | None, data: dict[str, Any]) -
     transaction.on_commit(send, robust=True)
 
 
-def task_enqueue(task_path: str, *args: Any) -> bool:
-    """Enqueue a Celery task by dotted path now; False (and a log line) if the broker refused it."""
-    module_name, _, name = task_path.rpartition(".")
-    task = getattr(importlib.import_module(module_name), name)
+def task_enqueue(task: Task, *args: Any) -> bool:
+    """Enqueue a Celery task now; False (and a log line) if the broker refused it."""
     try:
         task.delay(*args)
     except Exception as exc:
-        logger.error("could not enqueue %s%s: %s; the sweeper will retry", task_path, args, exc)
+        logger.error("could not enqueue %s%s: %s; the sweeper will retry", task.name, args, exc)
         return False
     return True

@@ -3,6 +3,7 @@ every web process reports the same truth whatever process (web or worker) did th
 of rejected uploads are per process, as Prometheus expects from a scraped process."""
 import secrets
 from collections.abc import Iterator
+from typing import cast
 
 from django.conf import settings
 from django.db.models import Count, Max, Min, Sum
@@ -39,8 +40,8 @@ class FederationCollector(Collector):
 
         updates = CounterMetricFamily("fedsite_updates_accepted", "Updates accepted and stored.",
                                       labels=["experiment"])
-        for row in Update.objects.values("round__experiment__name").annotate(n=Count("id")):
-            updates.add_metric([row["round__experiment__name"]], row["n"])
+        for accepted in Update.objects.values("round__experiment__name").annotate(n=Count("id")):
+            updates.add_metric([accepted["round__experiment__name"]], accepted["n"])
         yield updates
 
         seconds = SummaryMetricFamily("fedsite_aggregation_seconds", "Time spent aggregating closed rounds.",
@@ -52,8 +53,8 @@ class FederationCollector(Collector):
         yield seconds
 
         versions = GaugeMetricFamily("fedsite_model_version", "Latest global model version.", labels=["experiment"])
-        for row in Experiment.objects.annotate(v=Max("versions__version")).values("name", "v"):
-            versions.add_metric([row["name"]], row["v"] or 0)
+        for latest in Experiment.objects.annotate(v=Max("versions__version")).values("name", "v"):
+            versions.add_metric([latest["name"]], latest["v"] or 0)
         yield versions
 
         from nodes_app.models import Node
@@ -87,7 +88,7 @@ def _queue_depth() -> int | None:
 
     try:
         client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=1)
-        return int(client.llen("celery"))
+        return int(cast(int, client.llen("celery")))  # a sync client: an int, never an awaitable
     except redis.RedisError:
         return None
 

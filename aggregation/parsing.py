@@ -10,7 +10,7 @@ from aggregation.fl.compression import update_decode, update_encoding_of
 from aggregation.fl.manifest import ModelSpec
 from aggregation.fl.model import unflatten
 from aggregation.fl.serde import SerdeError, all_float32
-from aggregation.services import ParsedUpdate
+from aggregation.services.updates import ParsedUpdate
 from fedsite.errors import ApplicationError
 from fedsite.jsonparse import json_loads
 

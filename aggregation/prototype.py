@@ -5,9 +5,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from aggregation import parsing, selectors, services
+from aggregation import parsing, selectors
 from aggregation.apis import body_read, experiment_from
 from aggregation.serializers import shaped
+from aggregation.services.updates import ParsedUpdate, update_submit
 from fedsite.errors import ApplicationError
 from fedsite.schema import EXPERIMENT, IsoDateTimeField, NumberMapField, errors
 from nodes_app import services as node_services
@@ -62,7 +63,7 @@ class MessageRegisteredSerializer(serializers.Serializer):
     node_id = serializers.CharField()
     address = serializers.CharField(allow_blank=True)
     last_seen = IsoDateTimeField(allow_null=True)
-    source = serializers.ChoiceField(choices=["api", "cli", "etcd"])
+    source = serializers.ChoiceField(choices=["api", "cli", "etcd"])  # type: ignore[assignment]  # a wire name: DRF's metaclass moves declared fields off the class
     last_round = serializers.IntegerField(allow_null=True)
     node_status = serializers.ChoiceField(choices=NODE_STATUSES)
     status = serializers.CharField(help_text="Always `success`.")
@@ -75,7 +76,7 @@ class MessageUpdatedSerializer(serializers.Serializer):
     node_id = serializers.CharField()
     sha256 = serializers.CharField()
     received = serializers.IntegerField()
-    required = serializers.IntegerField()
+    required = serializers.IntegerField()  # type: ignore[assignment]  # a wire name: DRF's metaclass moves declared fields off the class
 
 
 MESSAGE_REPLY = PolymorphicProxySerializer(component_name="MessageReply", resource_type_field_name=None,
@@ -92,7 +93,7 @@ class MessageApi(APIView):
         request=PolymorphicProxySerializer(component_name="NodeMessage", resource_type_field_name=None,
                                            serializers=[UpdateModelMessageSerializer, RegisterNodeMessageSerializer]),
         responses={200: MESSAGE_REPLY, 201: MESSAGE_REPLY, **errors(400, 401, 403, 404, 409, 413)},
-        auth=[{"nodeToken": []}, {}],
+        auth=[{"nodeToken": []}, {}],  # type: ignore[list-item]  # security requirement objects: drf-spectacular takes them
     )
     def post(self, request: Request) -> Response:
         name, content = _variant(parsing.json_body(body_read(request)))
@@ -120,8 +121,8 @@ class MessageApi(APIView):
     def _update_model(self, request: Request, content: dict) -> Response:
         node = node_required(request)
         experiment = experiment_from(request)
-        spec = services.experiment_spec(experiment)
-        update = services.ParsedUpdate(
+        spec = selectors.experiment_spec(experiment)
+        update = ParsedUpdate(
             parameters=parsing.parameters_from_json(spec, content.get("params")),
             # The prototype sent no sample count; 1 keeps its plain mean among such nodes.
             num_examples=parsing.num_examples_parse(content.get("num_examples", 1)),
@@ -131,7 +132,7 @@ class MessageApi(APIView):
         number = content.get("round", state["number"])
         if isinstance(number, bool) or not isinstance(number, int):
             raise ApplicationError("bad_round", "round must be a round number.")
-        stored, created = services.update_submit(experiment=experiment, round_number=number, node=node, update=update)
+        stored, created = update_submit(experiment=experiment, round_number=number, node=node, update=update)
         return Response(
             shaped(MessageUpdatedSerializer, {
                 "status": "success", "round": number, "node_id": node.node_id, "sha256": stored.sha256,

@@ -1,22 +1,38 @@
-"""Selectors read: the shapes the API, the dashboard and long-polls serve."""
+"""Selectors read: the shapes the API, the dashboard and long-polls serve, and what services look up."""
+from __future__ import annotations
+
+import json
 import re
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
-from django.db.models import Max
+from django.conf import settings
+from django.db.models import Count, Max, QuerySet
 
 from aggregation.fl import NDArrays
+from aggregation.fl.manifest import ModelSpec, spec_from_dict, spec_pending
+from aggregation.fl.metrics import stop_condition_holds
+from aggregation.fl.registry import strategy_create
 from aggregation.fl.serde import params_loads
 from aggregation.models import Experiment, ModelVersion, Round
 from fedsite.errors import ApplicationError
 
 SLUG = re.compile(r"[-a-zA-Z0-9_]{1,64}")
 
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
+
+
+class UpdateCount(TypedDict):
+    num_updates: int
+
+
+def experiment_list() -> QuerySet[Experiment]:
+    return Experiment.objects.all()
+
 
 def experiment_get(name: str | None) -> Experiment:
     """The named experiment, or the default one (created by `migrate` and at server start, never by a read)."""
-    from django.conf import settings
-
     # Names are slugs: anything else names no experiment and never reaches the database.
     experiment = (Experiment.objects.filter(name=name or settings.FL_EXPERIMENT).first()
                   if not name or SLUG.fullmatch(name) else None)
@@ -26,6 +42,30 @@ def experiment_get(name: str | None) -> Experiment:
                                    "exist yet; it is created by 'python manage.py migrate' and at server start.", 404)
         raise ApplicationError("unknown_experiment", f"There is no experiment named {name!r}.", 404)
     return experiment
+
+
+def experiment_spec(experiment: Experiment) -> ModelSpec:
+    """The experiment's model: the built-in MLP or the manifest of a user's tensors."""
+    if experiment.status == Experiment.Status.INITIALIZING:
+        raise ApplicationError("not_initialized", f"Experiment {experiment.name!r} is waiting for its initial "
+                               "model, which the first node to connect will provide.", 409)
+    if spec_pending(experiment.model_spec):  # stopped before any node gave its model
+        raise ApplicationError("not_initialized", f"Experiment {experiment.name!r} has no model: it ended before "
+                               "a node provided the initial parameters.", 409)
+    return _spec_parsed(json.dumps(experiment.model_spec, sort_keys=True))
+
+
+@lru_cache(maxsize=64)
+def _spec_parsed(text: str) -> ModelSpec:
+    """A model spec parsed and validated once per process: uploads and aggregations ask for it every time."""
+    return spec_from_dict(json.loads(text))
+
+
+def experiment_public_params(params: object) -> object:
+    """strategy_params as shown to clients: without the DP noise seed (knowing it would undo the noise)."""
+    if isinstance(params, dict) and isinstance(params.get("dp"), dict) and "seed" in params["dp"]:
+        return {**params, "dp": {k: v for k, v in params["dp"].items() if k != "seed"}}
+    return params
 
 
 # Reads that only need a version's metadata never load its parameter blob (megabytes per row).
@@ -78,8 +118,6 @@ def version_blob(version_id: int, sha256: str) -> bytes:
 @lru_cache(maxsize=VERSION_CACHE_SIZE)
 def version_parameters(version_id: int, sha256: str) -> NDArrays:
     """A model version's parameters (read-only arrays over version_blob's bytes), decoded once per process."""
-    from aggregation.services.experiments import experiment_spec
-
     experiment = Experiment.objects.get(versions__pk=version_id)
     params, _ = params_loads(experiment_spec(experiment), version_blob(version_id, sha256))
     for layer in params:
@@ -110,9 +148,43 @@ def model_version_get(experiment: Experiment, version: str | int) -> ModelVersio
     return found
 
 
-def round_config(experiment: Experiment, rnd: Round | None) -> dict[str, Any]:
-    from aggregation.fl.registry import strategy_create
+def round_number_current(experiment: Experiment) -> int:
+    """The highest round number of `experiment` (0 before its first round)."""
+    latest = experiment.rounds.order_by("-number").values_list("number", flat=True).first()
+    return latest or 0
 
+
+def round_unknown(experiment: Experiment, round_number: int) -> ApplicationError:
+    """The 404 for an upload to a round that does not exist, with the round to use instead."""
+    current = round_number_current(experiment)
+    return ApplicationError("unknown_round", f"Round {round_number} does not exist; the current round is {current}.",
+                            404, current_round=current)
+
+
+def round_base_parameters(experiment: Experiment, round_number: int) -> NDArrays | None:
+    """The parameters of round `round_number`'s base model (read-only, shared), or None if no such round."""
+    row = (ModelVersion.objects.filter(rounds_based_on__experiment=experiment, rounds_based_on__number=round_number)
+           .values_list("pk", "sha256").first())
+    return None if row is None else version_parameters(*row)
+
+
+def stop_condition_reason(experiment: Experiment, rnd: Round, metrics: dict[str, object]) -> str:
+    """A sentence if the experiment's stop condition holds with this round's `metrics`, else ""."""
+    if not experiment.stop_metric or experiment.stop_threshold is None:
+        return ""
+    patience = max(1, experiment.stop_patience)
+    earlier = (experiment.rounds.filter(status=Round.Status.CLOSED, number__lt=rnd.number)
+               .order_by("-number").values_list("metrics", flat=True)[: patience - 1])
+    values = [m.get(experiment.stop_metric) for m in reversed(list(earlier))]
+    values.append(metrics.get(experiment.stop_metric))
+    if not stop_condition_holds(values, experiment.stop_op, experiment.stop_threshold, patience):
+        return ""
+    streak = "" if patience == 1 else f" for {patience} rounds in a row"
+    return (f"stopped early at round {rnd.number}: {experiment.stop_metric} {experiment.stop_op} "
+            f"{experiment.stop_threshold:g}{streak}")
+
+
+def round_config(experiment: Experiment, rnd: Round | None) -> dict[str, Any]:
     config: dict[str, Any] = {
         "epochs": experiment.epochs,
         "learning_rate": experiment.learning_rate,
@@ -151,7 +223,7 @@ def round_state(experiment: Experiment) -> dict[str, Any]:
     }
 
 
-def round_summary(rnd: Round) -> dict[str, Any]:
+def round_summary(rnd: WithAnnotations[Round, UpdateCount]) -> dict[str, Any]:
     produced = getattr(rnd, "produced_version", None)
     duration = (rnd.closed_at - rnd.opened_at).total_seconds() if rnd.closed_at else None
     return {
@@ -171,8 +243,6 @@ def round_summary(rnd: Round) -> dict[str, Any]:
 
 
 def round_detail(experiment: Experiment, number: int) -> dict[str, Any]:
-    from django.db.models import Count
-
     rnd = _rounds_with_versions(experiment).annotate(num_updates=Count("updates")).filter(number=number).first()
     if rnd is None:
         raise ApplicationError("unknown_round", f"Round {number} does not exist.", 404)
@@ -186,8 +256,6 @@ def round_detail(experiment: Experiment, number: int) -> dict[str, Any]:
 
 
 def rounds_history(experiment: Experiment, limit: int = 1000) -> list[dict[str, Any]]:
-    from django.db.models import Count
-
     rounds = _rounds_with_versions(experiment).annotate(num_updates=Count("updates")).order_by("-number")[:limit]
     return [round_summary(r) for r in reversed(list(rounds))]
 

@@ -75,7 +75,7 @@ class ExperimentSerializer(serializers.Serializer):
 
 class ProgressSerializer(serializers.Serializer):
     received = serializers.IntegerField()
-    required = serializers.IntegerField()
+    required = serializers.IntegerField()  # type: ignore[assignment]  # a wire name: DRF's metaclass moves declared fields off the class
     min_nodes = serializers.IntegerField()
     nodes = serializers.ListField(child=serializers.CharField(), help_text="Nodes that uploaded, in arrival order.")
 
@@ -139,7 +139,7 @@ class ModelVersionSerializer(serializers.Serializer):
     version = serializers.IntegerField()
     sha256 = serializers.CharField()
     size = serializers.IntegerField(help_text="Bytes of its safetensors encoding.")
-    parent = serializers.IntegerField(allow_null=True)
+    parent = serializers.IntegerField(allow_null=True)  # type: ignore[assignment]  # a wire name: DRF's metaclass moves declared fields off the class
     round = serializers.IntegerField(allow_null=True, help_text="The round that produced it.")
     contributors = serializers.JSONField(help_text="The updates aggregated into it.")
     evaluation = JSONObjectField(help_text="Federated evaluation by the nodes.")
@@ -171,7 +171,7 @@ class UpdateAcceptedSerializer(serializers.Serializer):
     node_id = serializers.CharField()
     sha256 = serializers.CharField(help_text="Digest of the parameters' canonical float32 encoding.")
     received = serializers.IntegerField()
-    required = serializers.IntegerField()
+    required = serializers.IntegerField()  # type: ignore[assignment]  # a wire name: DRF's metaclass moves declared fields off the class
     status = serializers.ChoiceField(choices=ACCEPTED_STATUSES)
 
 
@@ -238,11 +238,11 @@ class DashboardNodeSerializer(serializers.Serializer):
     last_seen = IsoDateTimeField(allow_null=True)
     last_round = serializers.IntegerField(allow_null=True)
     updates = serializers.IntegerField()
-    source = serializers.ChoiceField(choices=["api", "cli", "etcd"])
+    source = serializers.ChoiceField(choices=["api", "cli", "etcd"])  # type: ignore[assignment]  # a wire name: DRF's metaclass moves declared fields off the class
     discovery_alive = serializers.BooleanField(allow_null=True)
     experiment = serializers.CharField(allow_null=True, help_text="The experiment it last took part in.")
     done_at = IsoDateTimeField(allow_null=True, help_text="When it left cleanly after its run ended.")
-    data = NodeDataField(help_text="What the node says about its local data.")
+    data = NodeDataField(help_text="What the node says about its local data.")  # type: ignore[assignment]  # a wire name: DRF's metaclass moves declared fields off the class
 
 
 class DownloadLinksSerializer(serializers.Serializer):

@@ -5,7 +5,7 @@ from typing import Any
 def create_default_experiment(sender: Any, **kwargs: Any) -> None:
     from django.conf import settings
 
-    from aggregation.services import experiment_default_get_or_create
+    from aggregation.services.experiments import experiment_default_get_or_create
 
     if settings.FL_CREATE_DEFAULT_EXPERIMENT:
         experiment_default_get_or_create()

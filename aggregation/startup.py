@@ -14,7 +14,7 @@ _started = threading.Event()
 
 
 def sweeper_loop(stop: threading.Event, interval: float) -> None:
-    from aggregation.services import rounds_sweep
+    from aggregation.services.sweep import rounds_sweep
 
     last_error = ""
     while not stop.is_set():
@@ -57,7 +57,7 @@ def server_started() -> None:
     if _started.is_set():
         return
     _started.set()
-    from aggregation.services import experiment_default_get_or_create
+    from aggregation.services.experiments import experiment_default_get_or_create
 
     if settings.FL_CREATE_DEFAULT_EXPERIMENT:
         try:

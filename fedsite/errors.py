@@ -11,7 +11,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 class ApplicationError(Exception):
     """A failure a client can understand: a stable code, a human sentence and an HTTP status."""
 
-    status_code = status.HTTP_400_BAD_REQUEST
+    status_code: int = status.HTTP_400_BAD_REQUEST
 
     def __init__(self, code: str, detail: str, status_code: int | None = None, **extra: Any) -> None:
         super().__init__(detail)

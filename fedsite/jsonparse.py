@@ -1,5 +1,6 @@
 """JSON from clients: a body nested past the interpreter's recursion limit is a 400, not a RecursionError."""
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from rest_framework.exceptions import ParseError
@@ -19,7 +20,7 @@ def json_loads(data: str | bytes) -> Any:
 class BoundedJSONParser(JSONParser):
     """DRF's JSON parser, answering 400 to `[[[[…` instead of letting a RecursionError become a 500."""
 
-    def parse(self, stream: Any, media_type: str | None = None, parser_context: dict | None = None) -> Any:
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Mapping[str, Any] | None = None) -> Any:
         try:
             return super().parse(stream, media_type, parser_context)
         except RecursionError:

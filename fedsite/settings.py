@@ -104,7 +104,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": DATA_DIR / "fedsite.sqlite3",
+            "NAME": str(DATA_DIR / "fedsite.sqlite3"),
             # IMMEDIATE takes the write lock at BEGIN, so concurrent writers queue instead of
             # failing with "database is locked" (SQLite ignores select_for_update).
             "OPTIONS": {
@@ -276,13 +276,19 @@ FL_SWEEP_INTERVAL_S = envfloat("FL_SWEEP_INTERVAL_S", 2.0 if REDIS_URL else 0.5,
 # Scaled mode: Celery beat (`celery -A fedsite worker -B`, or a separate `celery -A fedsite beat`)
 # runs the sweeper; the embedded mode runs it in a thread of the server process.
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+# Beat's tasks live apart from the tasks the services enqueue (aggregation/beat.py says why).
+CELERY_IMPORTS = ("aggregation.beat",)
 CELERY_BEAT_SCHEDULE = {
-    "sweep-rounds": {"task": "aggregation.tasks.rounds_sweep", "schedule": FL_SWEEP_INTERVAL_S},
+    "sweep-rounds": {"task": "aggregation.beat.rounds_sweep", "schedule": FL_SWEEP_INTERVAL_S},
 }
 FL_AGGREGATION_RETRY_S = envfloat("FL_AGGREGATION_RETRY_S", 15.0, minimum=0.0)
 FL_CREATE_DEFAULT_EXPERIMENT = True
 FL_EMBEDDED_SWEEPER = envbool("FL_EMBEDDED_SWEEPER", True)
 FL_LONGPOLL_MAX_S = envfloat("FL_LONGPOLL_MAX_S", 30.0, minimum=0.0)
+# Seconds between a waiting long-poll's re-checks of the database. A commit in the server's own process
+# wakes the poll at once (always so in the embedded mode, where the re-check is only a safety net); one
+# in a Celery worker (scaled mode) is seen at the next re-check.
+FL_LONGPOLL_RECHECK_S = envfloat("FL_LONGPOLL_RECHECK_S", 1.0 if REDIS_URL else 5.0, minimum=0.05)
 FL_NODE_STALE_S = envfloat("FL_NODE_STALE_S", 60.0, minimum=1.0)
 FL_NODE_OFFLINE_S = envfloat("FL_NODE_OFFLINE_S", 300.0, minimum=1.0)
 FL_DASHBOARD_LOGIN_REQUIRED = envbool("FL_DASHBOARD_LOGIN_REQUIRED", False)

@@ -17,6 +17,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -25,7 +26,8 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+# The application's own types are its business (Django's handler takes a dict and Mappings): any three arguments.
+ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 
 log = logging.getLogger("fedsite.webserver")
 
@@ -57,6 +59,16 @@ class Refusal(Exception):
     def __init__(self, status: int, code: str, detail: str) -> None:
         super().__init__(detail)
         self.status, self.code, self.detail = status, code, detail
+
+
+@dataclass
+class _BodyState:
+    """What BodyLimits learns of one request while Django reads it."""
+
+    read: int = 0
+    body_done: bool = False
+    started: bool = False
+    refusal: Refusal | None = None
 
 
 def judge_headers(scope: Scope) -> tuple[int | None, int]:
@@ -105,40 +117,40 @@ class BodyLimits:
         except Refusal as refusal:
             await refuse(send, refusal)
             return
-        state = {"read": 0, "body_done": False, "started": False, "refusal": None}
+        state = _BodyState()
         timeout = settings.FL_BODY_TIMEOUT_S
 
         async def limited_receive() -> Message:
-            if state["body_done"]:
+            if state.body_done:
                 return await receive()  # after the body: Django's wait for a disconnect, unbounded
             try:
                 message = await asyncio.wait_for(receive(), timeout)
             except TimeoutError:
-                state["refusal"] = Refusal(408, "timeout", f"The body stopped arriving for {timeout:g} s.")
+                state.refusal = Refusal(408, "timeout", f"The body stopped arriving for {timeout:g} s.")
                 return {"type": "http.disconnect"}
             if message["type"] == "http.request":
-                state["read"] += len(message.get("body", b""))
-                if state["read"] > allowed:
-                    state["refusal"] = (
+                state.read += len(message.get("body", b""))
+                if state.read > allowed:
+                    state.refusal = (
                         Refusal(413, "too_large", f"The body passed {allowed} bytes, the most accepted here.")
                         if allowed else Refusal(400, "bad_request", "This request announced no body but sent one."))
                     return {"type": "http.disconnect"}
                 if not message.get("more_body", False):
-                    state["body_done"] = True
+                    state.body_done = True
             else:
-                state["body_done"] = True
+                state.body_done = True
             return message
 
         async def tracked_send(message: Message) -> None:
             if message["type"] == "http.response.start":
-                state["started"] = True
+                state.started = True
             await send(message)
 
         await self.app(scope, limited_receive, tracked_send)
-        refusal = state["refusal"]
-        if refusal is not None and not state["started"]:
-            log.info("%s %s refused: %s", scope["method"], scope["path"], refusal.detail)
-            await refuse(send, refusal)
+        late = state.refusal
+        if late is not None and not state.started:
+            log.info("%s %s refused: %s", scope["method"], scope["path"], late.detail)
+            await refuse(send, late)
 
 
 async def refuse(send: Send, refusal: Refusal) -> None:

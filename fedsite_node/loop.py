@@ -57,7 +57,8 @@ class NodeLoop:
         self.model_version: Any = None
         self.model_sha256 = ""
         self._config: dict[str, Any] = {}
-        self.state, self.round, self.last_loss = "starting", None, None
+        self.state, self.round = "starting", None
+        self.last_loss: float | None = None
         self.registered = self.finished = False
         self._known: int | None = None  # last round number we are done with: the long-poll key
         self._done_rounds: set[int] = set()

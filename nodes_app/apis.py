@@ -1,21 +1,18 @@
 """Node API: enrollment and the node list."""
 import unicodedata
 
-from django.db.models import Max
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from aggregation.selectors import experiment_get
 from fedsite.schema import EXPERIMENT, errors
-from nodes_app import services
-from nodes_app.auth import IsNode, NodeTokenAuthentication, request_node
+from nodes_app import selectors, services
+from nodes_app.auth import IsNode, NodeTokenAuthentication, node_required, request_node
 from nodes_app.models import Node
 from nodes_app.serializers import NodeEnrolledSerializer, NodeRegisterInputSerializer, NodeSerializer
-
-# The node's experiment is joined for its name only, not its model manifest.
-EXPERIMENT_BLOBS = ("experiment__model_spec", "experiment__strategy_params")
 
 
 def node_payload(node: Node, last_round: int | None = None) -> dict:
@@ -26,7 +23,7 @@ def node_payload(node: Node, last_round: int | None = None) -> dict:
         "last_seen": node.last_seen.isoformat() if node.last_seen else None,
         "source": node.source,
         "last_round": last_round,
-        "experiment": node.experiment.name if node.experiment_id else None,
+        "experiment": node.experiment.name if node.experiment is not None else None,
         "done_at": node.done_at.isoformat() if node.done_at else None,
         "data": node.data,
     }
@@ -37,8 +34,7 @@ class NodeListApi(APIView):
 
     @extend_schema(operation_id="nodes_list", responses={200: NodeSerializer(many=True), **errors(401)})
     def get(self, request: Request) -> Response:
-        nodes = (Node.objects.select_related("experiment").defer(*EXPERIMENT_BLOBS)
-                 .annotate(last_round=Max("updates__round__number")).order_by("node_id"))
+        nodes = selectors.node_list()
         return Response(NodeSerializer([node_payload(n, n.last_round) for n in nodes], many=True).data)
 
 
@@ -56,7 +52,7 @@ class NodeRegisterApi(APIView):
                                      description="The server's FL_ENROLLMENT_TOKEN (not needed with DEBUG=1).")],
         request=NodeRegisterInputSerializer,
         responses={200: NodeSerializer, 201: NodeEnrolledSerializer, **errors(400, 401, 403, 409)},
-        auth=[{"nodeToken": []}, {}],
+        auth=[{"nodeToken": []}, {}],  # type: ignore[list-item]  # security requirement objects, as above
     )
     def post(self, request: Request) -> Response:
         data = request.data if isinstance(request.data, dict) else None
@@ -98,8 +94,5 @@ class NodeDoneApi(APIView):
         responses={200: NodeSerializer, **errors(401, 404, 409)},
     )
     def post(self, request: Request) -> Response:
-        from aggregation.selectors import experiment_get
-
-        node = services.node_done(request.auth, experiment_get(request.query_params.get("experiment")))
-        last_round = node.updates.aggregate(n=Max("round__number"))["n"]
-        return Response(NodeSerializer(node_payload(node, last_round)).data)
+        node = services.node_done(node_required(request), experiment_get(request.query_params.get("experiment")))
+        return Response(NodeSerializer(node_payload(node, selectors.node_last_round(node))).data)

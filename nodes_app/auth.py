@@ -8,7 +8,7 @@ from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
 from nodes_app.models import Node
-from nodes_app.services import token_hash
+from nodes_app.tokens import token_hash
 
 MISSING_TOKEN = "This call needs the node's token in an 'Authorization: Bearer <token>' header."
 BAD_TOKEN = "The token is not valid for any registered node."

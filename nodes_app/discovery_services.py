@@ -2,32 +2,24 @@
 Discovery never authenticates: a node known only from etcd has a token hash no token can match."""
 
 import logging
-import secrets
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.db import connection, transaction
 from django.utils import timezone
 
+from aggregation.events import event_send
 from fedsite.errors import ApplicationError
 from nodes_app import discovery
 from nodes_app.models import Node
 from nodes_app.services import address_validate, node_id_validate
+from nodes_app.tokens import unusable_token_hash
 
 logger = logging.getLogger("fedsite.discovery")
-
-# Real token hashes are 64 hex digits, so a hash with this prefix never matches a token.
-UNUSABLE_TOKEN_PREFIX = "!etcd:"
-
-
-def unusable_token_hash() -> str:
-    return UNUSABLE_TOKEN_PREFIX + secrets.token_hex(29)  # 64 characters, like a sha256 hex digest
 
 
 def _push(kind: str, node: Node) -> None:
     """Tell dashboards about `node` once the transaction commits; a failed push is only logged."""
-    from aggregation.events import event_send
-
     event_send(kind, None, {"node_id": node.node_id, "address": node.address, "status": node.status,
                             "source": node.source, "discovery_alive": node.discovery_alive})
 

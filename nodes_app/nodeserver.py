@@ -69,6 +69,8 @@ class NodeHTTPServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
+        if isinstance(host, bytes):  # a socketserver address may be bytes; ours is a str
+            host = host.decode()
         return f"http://{host}:{port}"
 
     def shutdown(self) -> None:

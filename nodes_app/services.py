@@ -1,5 +1,4 @@
 """Node enrollment and tokens. A token is shown once; only its SHA-256 is stored."""
-import hashlib
 import logging
 import math
 import secrets
@@ -14,20 +13,13 @@ from django.utils import timezone
 
 from fedsite.errors import ApplicationError
 from nodes_app.models import Node
+from nodes_app.tokens import UNUSABLE_TOKEN_PREFIX, token_hash, token_new
 
 logger = logging.getLogger("fedsite.nodes")
 
 # Contact more often than this does not rewrite last_seen: long-polls would otherwise turn
 # every idle node into a stream of writes.
 TOUCH_EVERY = timedelta(seconds=2)
-
-
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def _new_token() -> str:
-    return secrets.token_urlsafe(32)
 
 
 def node_id_validate(node_id: object) -> str:
@@ -93,7 +85,7 @@ def node_register(*, node_id: str, address: str, enrollment_token: str | None,
     address = address_validate(address)
     data = node_data_validate(data) if data is not None else {}
     enrollment_check(enrollment_token)
-    token = _new_token()
+    token = token_new()
     try:
         with transaction.atomic():
             node = Node.objects.create(
@@ -103,8 +95,6 @@ def node_register(*, node_id: str, address: str, enrollment_token: str | None,
     except IntegrityError:
         # A node seen in etcd before it enrolled has a row with an unusable token: its first
         # enrollment claims that row.
-        from nodes_app.discovery_services import UNUSABLE_TOKEN_PREFIX
-
         claimed = Node.objects.filter(
             node_id=node_id, source=Node.Source.ETCD, token_hash__startswith=UNUSABLE_TOKEN_PREFIX
         ).update(token_hash=token_hash(token), source=Node.Source.API, last_seen=timezone.now(), data=data,
@@ -159,7 +149,7 @@ def node_issue_token(node_id: str, *, address: str = "", rotate: bool = False) -
     """Create a node with a token from the command line, or give an existing node a new token."""
     node_id = node_id_validate(node_id)
     address = address_validate(address)
-    token = _new_token()
+    token = token_new()
     node = Node.objects.filter(node_id=node_id).first()
     if node is None:
         node = Node.objects.create(node_id=node_id, address=address, token_hash=token_hash(token),

@@ -65,7 +65,7 @@ def keyword_params(cls: type) -> list[str]:
     """The names a class's constructor accepts by keyword, in signature order."""
     return [
         p.name
-        for p in inspect.signature(cls.__init__).parameters.values()
+        for p in inspect.signature(cls).parameters.values()
         if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self"
     ]
 
@@ -90,7 +90,7 @@ def construct(
         raise ValueError(f"{what} does not accept parameter(s) {', '.join(map(repr, unknown))}; it accepts: {choices}")
     required = [
         p.name
-        for p in inspect.signature(cls.__init__).parameters.values()
+        for p in inspect.signature(cls).parameters.values()
         if p.kind == p.KEYWORD_ONLY and p.default is p.empty and p.name not in params
     ]
     if required:

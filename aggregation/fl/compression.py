@@ -82,7 +82,8 @@ def update_encode(spec: ModelSpec, params: NDArrays, base: NDArrays, encoding: s
         if encoding == "fp16":
             tensors[name] = _fp16(name, delta)
         else:
-            tensors[name], tensors[name + SCALE_SUFFIX] = int8_quantize(delta)
+            tensors[name], scale = int8_quantize(delta)
+            tensors[name + SCALE_SUFFIX] = np.asarray(scale)
     return dumps(tensors, {**(metadata or {}), ENCODING_KEY: MARKERS[encoding]})
 
 

@@ -103,8 +103,10 @@ class Manifest:
         for i, entry in enumerate(tensors):
             if not isinstance(entry, dict) or not isinstance(entry.get("shape"), list):
                 raise ValueError(f"manifest entry {i} must be an object with a name and a shape list, got {entry!r}")
-            dtype = entry.get("init_dtype", entry.get("dtype", "F32"))
-            specs.append(TensorSpec(entry.get("name"), tuple(entry["shape"]), dtype))
+            # Unchecked here: Manifest's own validation says what is wrong with a name, a shape or a dtype.
+            name: Any = entry.get("name")
+            dtype: Any = entry.get("init_dtype", entry.get("dtype", "F32"))
+            specs.append(TensorSpec(name, tuple(entry["shape"]), dtype))
         return cls(tuple(specs))
 
     @classmethod

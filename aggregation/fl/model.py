@@ -90,13 +90,6 @@ def targets(spec: MLPSpec, y: np.ndarray, n: int) -> np.ndarray:
     return y
 
 
-def _check_inputs(
-    spec: MLPSpec, x: np.ndarray, y: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray | None]:
-    x = _check_x(spec, x)
-    return x, None if y is None else targets(spec, y, x.shape[0])
-
-
 def _activations(params: NDArrays, x: np.ndarray) -> list[np.ndarray]:
     """Input, every hidden activation and the output; backprop needs all of them."""
     acts = [x]
@@ -110,7 +103,7 @@ def _activations(params: NDArrays, x: np.ndarray) -> list[np.ndarray]:
 def forward(spec: MLPSpec, params: NDArrays, x: np.ndarray) -> np.ndarray:
     """Raw outputs of shape (n, outputs): predictions for regression, logits for classification."""
     _check_params(spec, params)
-    x, _ = _check_inputs(spec, x)
+    x = _check_x(spec, x)
     return _activations(params, x)[-1]
 
 
@@ -141,8 +134,8 @@ def loss(spec: MLPSpec, params: NDArrays, x: np.ndarray, y: np.ndarray) -> float
     """Regression: 0.5 times the mean over samples of the squared error summed over outputs.
     Classification: the mean cross-entropy of the softmax of the outputs against the class labels."""
     _check_params(spec, params)
-    x, t = _check_inputs(spec, x, y)
-    return _loss_of(spec, _activations(params, x)[-1], t)
+    x = _check_x(spec, x)
+    return _loss_of(spec, _activations(params, x)[-1], targets(spec, y, x.shape[0]))
 
 
 def gradients(
@@ -150,8 +143,8 @@ def gradients(
 ) -> NDArrays:
     """Analytic gradient of `loss`, in the order and shapes of `params`."""
     _check_params(spec, params)
-    x, t = _check_inputs(spec, x, y)
-    return _gradients_of(spec, params, x, t)
+    x = _check_x(spec, x)
+    return _gradients_of(spec, params, x, targets(spec, y, x.shape[0]))
 
 
 def _gradients_of(spec: MLPSpec, params: NDArrays, x: np.ndarray, t: np.ndarray) -> NDArrays:

@@ -112,7 +112,7 @@ def partition_shards(labels: np.ndarray, num_partitions: int, shards_per_partiti
                      seed: int) -> list[np.ndarray]:
     """Pathological non-IID (McMahan et al. 2017): sort by label, cut into num_partitions·k shards, deal k each."""
     labels = np.asarray(labels)
-    n = labels.shape[0]
+    n = int(labels.shape[0])
     _check(n, num_partitions)
     total = num_partitions * shards_per_partition
     if total > n:

@@ -42,13 +42,13 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _layout(tensors: dict[str, np.ndarray], metadata: dict[str, str] | None) -> tuple[bytes, list[np.ndarray]]:
+def _layout(tensors: dict[str, np.ndarray], metadata: dict[str, str] | None) -> tuple[bytes, list[memoryview]]:
     """The encoded header (length prefix included) and the tensors' data as contiguous uint8 views."""
     header: dict[str, Any] = {}
     if metadata is not None:
         _check_metadata(metadata)
         header[METADATA_KEY] = dict(metadata)
-    chunks: list[np.ndarray] = []
+    chunks: list[memoryview] = []
     offset = 0
     for name, value in tensors.items():
         if not isinstance(name, str):
@@ -67,7 +67,7 @@ def _layout(tensors: dict[str, np.ndarray], metadata: dict[str, str] | None) -> 
             "shape": list(arr.shape),
             "data_offsets": [offset, offset + data.nbytes],
         }
-        chunks.append(data.reshape(-1).view(np.uint8))
+        chunks.append(data.reshape(-1).view(np.uint8).data)
         offset += data.nbytes
     encoded = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
     encoded += b" " * (-len(encoded) % 8)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
 
 import numpy as np
 
@@ -66,7 +65,7 @@ def validate_update(
     current: NDArrays,
     *,
     max_norm: float | None = None,
-    mode: Literal["reject", "clip"] = "reject",
+    mode: str = "reject",  # checked here: it comes from the database or a user
     names: Sequence[str] | None = None,
 ) -> tuple[NDArrays | None, str | None]:
     """Check an update against the current model; returns (usable update, None) or (None, reason).

@@ -1,17 +1,9 @@
-"""Services write: every change of the federation's state goes through one of these functions."""
-from aggregation.services.experiments import experiment_default_get_or_create, experiment_spec
-from aggregation.services.rounds import round_aggregate, round_open
-from aggregation.services.sweep import rounds_sweep
-from aggregation.services.updates import ParsedUpdate, round_base_parameters, round_unknown, update_submit
+"""Services write: every change of the federation's state goes through a function of one of these modules.
 
-__all__ = [
-    "ParsedUpdate",
-    "experiment_default_get_or_create",
-    "experiment_spec",
-    "round_aggregate",
-    "round_base_parameters",
-    "round_unknown",
-    "round_open",
-    "rounds_sweep",
-    "update_submit",
-]
+Import them from their modules (aggregation.services.updates, .rounds...): this package imports none of
+them, so importing one never loads the others (the aggregation task imports rounds; handover imports it).
+"""
+# The dashboard still reads the model spec from here; it is a selector now (aggregation.selectors).
+from aggregation.selectors import experiment_spec
+
+__all__ = ["experiment_spec"]

@@ -1,5 +1,5 @@
-"""What the server learns about each new model: its score on the server's own test set (FL_SERVER_EVAL) and
-whether the experiment's stop condition now holds. Called by round_aggregate; the data loads lazily."""
+"""What the server learns about each new model: its score on the server's own test set (FL_SERVER_EVAL).
+Called by round_aggregate; the data loads lazily. Whether the stop condition holds is a read: selectors."""
 import logging
 import threading
 
@@ -8,9 +8,9 @@ from django.conf import settings
 from aggregation.datasets import Dataset, server_testset_load
 from aggregation.fl import NDArrays
 from aggregation.fl.manifest import ModelSpec
-from aggregation.fl.metrics import evaluate, stop_condition_holds, stop_condition_parse
+from aggregation.fl.metrics import evaluate, stop_condition_parse
 from aggregation.fl.model import MLPSpec, targets
-from aggregation.models import Experiment, Round
+from aggregation.models import Experiment
 from fedsite.errors import ApplicationError
 
 logger = logging.getLogger("fedsite.evaluation")
@@ -51,22 +51,6 @@ def round_server_evaluate(experiment: Experiment, spec: ModelSpec, params: NDArr
             logger.error("%s", message)
         return {}
     return {**{f"test_{name}": value for name, value in scores.items()}, "test_examples": len(ds)}
-
-
-def stop_condition_reason(experiment: Experiment, rnd: Round, metrics: dict[str, object]) -> str:
-    """A sentence if the experiment's stop condition holds with this round's `metrics`, else ""."""
-    if not experiment.stop_metric or experiment.stop_threshold is None:
-        return ""
-    patience = max(1, experiment.stop_patience)
-    earlier = (experiment.rounds.filter(status=Round.Status.CLOSED, number__lt=rnd.number)
-               .order_by("-number").values_list("metrics", flat=True)[: patience - 1])
-    values = [m.get(experiment.stop_metric) for m in reversed(list(earlier))]
-    values.append(metrics.get(experiment.stop_metric))
-    if not stop_condition_holds(values, experiment.stop_op, experiment.stop_threshold, patience):
-        return ""
-    streak = "" if patience == 1 else f" for {patience} rounds in a row"
-    return (f"stopped early at round {rnd.number}: {experiment.stop_metric} {experiment.stop_op} "
-            f"{experiment.stop_threshold:g}{streak}")
 
 
 def experiment_learning_defaults() -> dict[str, object]:

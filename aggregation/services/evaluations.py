@@ -10,7 +10,7 @@ from aggregation import events
 from aggregation.fl.aggregate import weighted_metrics
 from aggregation.fl.guard import capped_examples
 from aggregation.models import Evaluation, Experiment, ModelVersion, Round
-from aggregation.services.evaluation import stop_condition_reason
+from aggregation.selectors import stop_condition_reason
 from aggregation.services.lifecycle import experiment_finish
 from fedsite.errors import ApplicationError
 from nodes_app.models import Node
@@ -70,8 +70,9 @@ def evaluation_submit(*, experiment: Experiment, version_number: int, node: Node
             # model: at the round's close nobody had scored it yet.
             if experiment.stop_metric.startswith(PREFIX) and summary["nodes"] >= experiment.min_nodes:
                 stop_reason = stop_condition_reason(experiment, rnd, rnd.metrics)
+        produced_by = version.round.number if version.round is not None else None
         events.event_send("model.evaluated", experiment, {"model_version": version_number, "evaluation": summary,
-                                                          "round": version.round.number if version.round_id else None})
+                                                          "round": produced_by})
     logger.info("[%s] model v%d scored by node %s: loss %.4f on %d examples", experiment.name, version_number,
                 node.node_id, loss, num_examples)
     if stop_reason:

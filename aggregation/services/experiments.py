@@ -2,65 +2,26 @@
 import json
 import logging
 import secrets
-from functools import lru_cache
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from aggregation.fl import NDArrays
-from aggregation.fl.manifest import PENDING, Manifest, ModelSpec, manifest_of, spec_from_dict, spec_pending
+from aggregation.fl.manifest import PENDING, Manifest, ModelSpec
 from aggregation.fl.model import MLPSpec
 from aggregation.fl.registry import strategy_create
 from aggregation.fl.serde import check_finite, params_dumps, sha256_hex
 from aggregation.models import Experiment, ModelVersion
+
+# experiment_public_params is a read, in selectors now; still importable from here for the dashboard.
+from aggregation.selectors import experiment_public_params as experiment_public_params
+from aggregation.selectors import experiment_spec
 from aggregation.services.evaluation import experiment_learning_defaults
+from aggregation.services.rounds import round_open
+from aggregation.services.versions import version_metadata
 from fedsite.errors import ApplicationError
 
 logger = logging.getLogger("fedsite.experiments")
-
-
-def experiment_spec(experiment: Experiment) -> ModelSpec:
-    """The experiment's model: the built-in MLP or the manifest of a user's tensors."""
-    if experiment.status == Experiment.Status.INITIALIZING:
-        raise ApplicationError("not_initialized", f"Experiment {experiment.name!r} is waiting for its initial "
-                               "model, which the first node to connect will provide.", 409)
-    if spec_pending(experiment.model_spec):  # stopped before any node gave its model
-        raise ApplicationError("not_initialized", f"Experiment {experiment.name!r} has no model: it ended before "
-                               "a node provided the initial parameters.", 409)
-    return _spec_parsed(json.dumps(experiment.model_spec, sort_keys=True))
-
-
-@lru_cache(maxsize=64)
-def _spec_parsed(text: str) -> ModelSpec:
-    """A model spec parsed and validated once per process: uploads and aggregations ask for it every time."""
-    return spec_from_dict(json.loads(text))
-
-
-def version_metadata(experiment: Experiment, spec: ModelSpec, version: int, *, parent: int | None = None,
-                     round_number: int | None = None, init: str = "") -> dict[str, str]:
-    """What a downloaded model says about itself in its safetensors metadata: manifest and provenance."""
-    metadata = {
-        "fedsite.experiment": experiment.name, "fedsite.version": str(version),
-        "fedsite.round": "" if round_number is None else str(round_number),
-        "fedsite.parent": "" if parent is None else str(parent),
-        "fedsite.strategy": experiment.strategy,
-        "fedsite.manifest": json.dumps(manifest_of(spec).to_dict()["tensors"], separators=(",", ":")),
-    }
-    if init:
-        metadata["fedsite.init"] = init
-    if isinstance(spec, MLPSpec):
-        metadata.update({
-            "fedsite.model": json.dumps(spec.to_dict(), separators=(",", ":")),
-            "fedsite.task": spec.task,
-            "fedsite.preprocessing": PREPROCESSING,
-        })
-    return metadata
-
-
-# How the built-in MLP's inputs are prepared (aggregation/datasets.py); a user needs it to use the model.
-PREPROCESSING = ("inputs standardised per feature with the training rows' mean and standard deviation "
-                 "(a constant feature is only centred); regression targets divided by the data set's scale; "
-                 "classifier outputs are logits in class order")
 
 
 def _version0_create(experiment: Experiment, spec: ModelSpec, params: NDArrays, init: str,
@@ -105,13 +66,6 @@ def _dp_seed_filled(params: object) -> object:
     return params
 
 
-def experiment_public_params(params: object) -> object:
-    """strategy_params as shown to clients: without the DP noise seed (knowing it would undo the noise)."""
-    if isinstance(params, dict) and isinstance(params.get("dp"), dict) and "seed" in params["dp"]:
-        return {**params, "dp": {k: v for k, v in params["dp"].items() if k != "seed"}}
-    return params
-
-
 def experiment_create(*, name: str, initial: NDArrays | None = None, init: str = "", init_from_node: bool = False,
                       **fields: object) -> Experiment:
     """Create an experiment with its initial model (version 0) and open round 1, atomically.
@@ -120,8 +74,6 @@ def experiment_create(*, name: str, initial: NDArrays | None = None, init: str =
     initialisation of the built-in MLP. With `init_from_node` there is no version 0 yet: the
     experiment waits, `initializing`, for the first node's parameters (experiment_initialize_from_node).
     """
-    from aggregation.services.rounds import round_open
-
     if "strategy_params" in fields:
         fields["strategy_params"] = _dp_seed_filled(fields["strategy_params"])
     if init_from_node:
@@ -152,8 +104,6 @@ def experiment_initialize_from_node(experiment: Experiment, node_id: str, names:
     Exactly one node wins: the experiment row is locked (PostgreSQL) or writers are serialised
     (SQLite), and a second call finds the experiment running and gets a 409.
     """
-    from aggregation.services.rounds import round_open
-
     with transaction.atomic():
         locked = Experiment.objects.select_for_update().get(pk=experiment.pk)
         if locked.status != Experiment.Status.INITIALIZING:

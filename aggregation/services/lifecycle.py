@@ -10,8 +10,9 @@ from django.utils import timezone
 from aggregation import events
 from aggregation.fl.serde import params_dumps, params_loads, sha256_hex
 from aggregation.models import Experiment, ModelVersion, Round
-from aggregation.services.experiments import experiment_spec, version_metadata
+from aggregation.selectors import experiment_spec
 from aggregation.services.rounds import round_open
+from aggregation.services.versions import version_metadata
 from fedsite.errors import ApplicationError
 
 logger = logging.getLogger("fedsite.experiments")
@@ -123,6 +124,7 @@ def experiment_reset(experiment: Experiment, version: int, by: str = "an operato
                                    404)
         _supersede(current, f"superseded by a rollback to v{version}")
         latest = _latest(locked)
+        assert latest is not None  # there is a version (target), so there is a latest one
         spec = experiment_spec(locked)
         params, _ = params_loads(spec, bytes(target.parameters))
         number = latest.version + 1

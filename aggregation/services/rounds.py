@@ -1,4 +1,5 @@
-"""The round lifecycle: open, hand over to aggregation exactly once, aggregate, sweep deadlines."""
+"""The round lifecycle: open a round, aggregate it into the next model version, or fail it.
+Handing a round over to the aggregation task is services/handover.py: the task calls round_aggregate."""
 import logging
 import time
 from collections.abc import Iterator
@@ -19,8 +20,9 @@ from aggregation.fl.serde import SerdeError, check_finite, dumps, loads, params_
 from aggregation.fl.strategy import AggregationError, FitRes, Strategy
 from aggregation.fl.validation import validate_update
 from aggregation.models import Experiment, ModelVersion, Round, Update
-from aggregation.services.evaluation import round_server_evaluate, stop_condition_reason
-from aggregation.services.experiments import experiment_spec, version_metadata
+from aggregation.selectors import experiment_spec, stop_condition_reason
+from aggregation.services.evaluation import round_server_evaluate
+from aggregation.services.versions import version_metadata
 
 logger = logging.getLogger("fedsite.rounds")
 
@@ -40,51 +42,10 @@ def round_open(experiment: Experiment, base_version: ModelVersion, *, number: in
     return rnd
 
 
-def round_start_aggregation(rnd: Round) -> bool:
-    """Move an open round to aggregating and enqueue the task on commit; False if someone else did.
-
-    The conditional UPDATE is the claim: whichever transaction flips open → aggregating first
-    owns the enqueue, so racing last uploads start one aggregation, not several.
-    """
-    now = timezone.now()
-    claimed = Round.objects.filter(pk=rnd.pk, status=Round.Status.OPEN).update(
-        status=Round.Status.AGGREGATING, aggregation_requested_at=now
-    )
-    if not claimed:
-        return False
-    rnd.status = Round.Status.AGGREGATING
-    rnd.aggregation_requested_at = now
-    round_id = rnd.pk
-    transaction.on_commit(lambda: aggregation_enqueue(round_id), robust=True)
-    return True
-
-
-def round_settle_if_answered(rnd: Round, received: int) -> None:
-    """Aggregate an open round once every expected node has answered, with an update or a failure report.
-
-    `total_nodes` updates aggregate as always; when failure reports make up the rest and the quorum is
-    there, nobody else is coming, so the round aggregates now. Below quorum it waits for its deadline
-    (where the sweeper fails it): failing at once would open the next round on the same model, which
-    the same nodes would fail at once again. Call inside the upload's transaction.
-    """
-    experiment = rnd.experiment
-    if received >= experiment.total_nodes or (
-            received >= experiment.min_nodes and received + len(rnd.node_failures) >= experiment.total_nodes):
-        round_start_aggregation(rnd)
-
-
 def failed_nodes_reason(rnd: Round, received: int) -> str:
     listed = "; ".join(f"node {node}: {reason}" for node, reason in sorted(rnd.node_failures.items()))
     return (f"{received} of the {rnd.experiment.min_nodes} updates needed; {len(rnd.node_failures)} node(s) could "
             f"not train on model v{rnd.base_version.version} ({listed})")
-
-
-def aggregation_enqueue(round_id: int) -> bool:
-    """Send the aggregation task; if the broker is down, flag the round so the next sweep retries at once."""
-    if events.task_enqueue("aggregation.tasks.round_aggregate", round_id):
-        return True
-    Round.objects.filter(pk=round_id, status=Round.Status.AGGREGATING).update(aggregation_requested_at=None)
-    return False
 
 
 def _next_version_number(experiment: Experiment) -> int:
@@ -140,6 +101,7 @@ def _checked_updates(experiment: Experiment, names: list[str], current: NDArrays
     """
     spec = experiment_spec(experiment)
     for position, update in enumerate(updates):
+        reason: str | None
         if position in outliers:
             checked, reason = None, outliers[position]
         else:

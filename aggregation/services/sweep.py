@@ -9,7 +9,8 @@ from django.utils import timezone
 
 from aggregation import events
 from aggregation.models import Experiment, Round
-from aggregation.services.rounds import aggregation_enqueue, failed_nodes_reason, round_fail, round_start_aggregation
+from aggregation.services.handover import aggregation_enqueue, round_start_aggregation
+from aggregation.services.rounds import failed_nodes_reason, round_fail
 
 logger = logging.getLogger("fedsite.rounds")
 

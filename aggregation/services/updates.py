@@ -9,10 +9,9 @@ from aggregation import events
 from aggregation.fl import NDArrays
 from aggregation.fl.serde import SerdeError, check_finite, params_dumps, params_sha256
 from aggregation.fl.validation import delta_norm
-from aggregation.models import Experiment, ModelVersion, Round, Update
-from aggregation.selectors import version_parameters
-from aggregation.services.experiments import experiment_spec
-from aggregation.services.rounds import round_settle_if_answered
+from aggregation.models import Experiment, Round, Update
+from aggregation.selectors import experiment_spec, round_base_parameters, round_number_current, round_unknown
+from aggregation.services.handover import round_settle_if_answered
 from fedsite.errors import ApplicationError
 from nodes_app.models import Node
 
@@ -28,18 +27,6 @@ class ParsedUpdate:
     metrics: dict[str, float] = field(default_factory=dict)
     # The request body when it already is float32 safetensors: stored as it came, with no re-encoding.
     raw: bytes | None = None
-
-
-def _current_round_number(experiment: Experiment) -> int:
-    latest = experiment.rounds.order_by("-number").values_list("number", flat=True).first()
-    return latest or 0
-
-
-def round_unknown(experiment: Experiment, round_number: int) -> ApplicationError:
-    """The 404 for an upload to a round that does not exist, with the round to use instead."""
-    current = _current_round_number(experiment)
-    return ApplicationError("unknown_round", f"Round {round_number} does not exist; the current round is {current}.",
-                            404, current_round=current)
 
 
 def _validate(experiment: Experiment, update: ParsedUpdate) -> bytes:
@@ -64,13 +51,6 @@ def _validate(experiment: Experiment, update: ParsedUpdate) -> bytes:
     return update.raw if update.raw is not None else params_dumps(spec, update.parameters)
 
 
-def round_base_parameters(experiment: Experiment, round_number: int) -> NDArrays | None:
-    """The parameters of round `round_number`'s base model (read-only, shared), or None if no such round."""
-    row = (ModelVersion.objects.filter(rounds_based_on__experiment=experiment, rounds_based_on__number=round_number)
-           .values_list("pk", "sha256").first())
-    return None if row is None else version_parameters(*row)
-
-
 def update_submit(
     *, experiment: Experiment, round_number: int, node: Node, update: ParsedUpdate
 ) -> tuple[Update, bool]:
@@ -90,7 +70,7 @@ def update_submit(
         # The row lock serialises uploads to one round (PostgreSQL); SQLite's IMMEDIATE
         # transactions serialise all writers anyway.
         rnd = Round.objects.select_for_update().filter(experiment=experiment, number=round_number).first()
-        current = _current_round_number(experiment)
+        current = round_number_current(experiment)
         if rnd is None:
             raise round_unknown(experiment, round_number)
         rnd.experiment = experiment  # settling the round reads it: no second query
@@ -145,7 +125,7 @@ def round_failure_report(*, experiment: Experiment, round_number: int, node: Nod
         if rnd is None:
             raise round_unknown(experiment, round_number)
         rnd.experiment = experiment
-        current = _current_round_number(experiment)
+        current = round_number_current(experiment)
         if rnd.status != Round.Status.OPEN:
             raise ApplicationError("round_closed", f"Round {round_number} is {rnd.status}; the current round is "
                                    f"{current}.", 409, current_round=current)

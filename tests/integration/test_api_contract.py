@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from nodes_app.models import Node
-from nodes_app.services import token_hash
+from nodes_app.tokens import token_hash
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

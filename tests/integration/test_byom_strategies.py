@@ -13,7 +13,7 @@ from aggregation.fl.registry import STRATEGIES, strategy_create
 from aggregation.fl.serde import loads, params_loads
 from aggregation.fl.strategy import FitRes
 from aggregation.models import ModelVersion, Round, Update
-from aggregation.services import ParsedUpdate, update_submit
+from aggregation.services.updates import ParsedUpdate, update_submit
 from nodes_app.models import Node
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -9,7 +9,7 @@ from aggregation.fl.aggregate import weighted_average
 from aggregation.fl.model import MLPSpec
 from aggregation.fl.serde import dumps, params_loads
 from aggregation.models import ModelVersion, Round, Update
-from aggregation.services import rounds_sweep
+from aggregation.services.sweep import rounds_sweep
 from tests.conftest import params_for
 
 pytestmark = pytest.mark.django_db(transaction=True)

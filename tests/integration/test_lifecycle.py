@@ -107,7 +107,7 @@ def test_a_stopped_run_takes_no_more_updates(make_experiment, register, uploader
 
 
 def test_an_aggregation_that_ends_after_a_stop_opens_no_new_round(make_experiment, register, uploader):
-    from aggregation.services import round_aggregate
+    from aggregation.services.rounds import round_aggregate
 
     # Prepare: round 1 full and aggregating when the operator's stop lands (its status written directly, as a
     # stop committed by another process while the worker aggregates would be)

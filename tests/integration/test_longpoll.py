@@ -7,6 +7,7 @@ from django.db import connection
 from django.test import override_settings
 from rest_framework.test import APIClient
 
+from aggregation import events
 from tests.conftest import params_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -48,6 +49,12 @@ def _poll_round_1_while(action) -> dict:
     return answer
 
 
+# The wake-up tests re-check the database only after the poll's whole 25 s wait: a poll that answers
+# before 20 s was woken by the commit, and one whose wake-up is broken answers at 25 s and fails them.
+NO_RECHECK = override_settings(FL_LONGPOLL_RECHECK_S=60)
+
+
+@NO_RECHECK
 def test_longpoll_is_woken_by_the_round_closing(api, experiment, register, uploader):
     tokens = [register(str(i)) for i in range(3)]
     for token in tokens[:2]:
@@ -59,6 +66,7 @@ def test_longpoll_is_woken_by_the_round_closing(api, experiment, register, uploa
     assert answer["seconds"] < 20  # woken by the commit, not by the 25 s timeout
 
 
+@NO_RECHECK
 def test_a_run_that_ends_during_the_wait_is_answered_with_its_reason(api, make_experiment, register, uploader):
     make_experiment(max_rounds=1)
     tokens = [register(str(i)) for i in range(3)]
@@ -69,6 +77,22 @@ def test_a_run_that_ends_during_the_wait_is_answered_with_its_reason(api, make_e
 
     run = answer["state"]["run"]
     assert run["status"] == "finished" and run["finish_reason"] == "max_rounds reached (1)"
+    assert answer["seconds"] < 20  # woken by the commit that finished the run
+
+
+@override_settings(FL_LONGPOLL_RECHECK_S=0.2)
+def test_a_change_committed_without_a_wake_up_is_seen_at_the_next_recheck(
+        api, experiment, register, uploader, monkeypatch):
+    # A Celery worker's commit (scaled mode) wakes no poll of the web process: the re-check must see it.
+    monkeypatch.setattr(events, "_notify_waiters", lambda: None)
+    tokens = [register(str(i)) for i in range(3)]
+    for token in tokens[:2]:
+        uploader(token, 1, params_for(1))
+
+    answer = _poll_round_1_while(lambda: uploader(tokens[2], 1, params_for(1)))
+
+    assert answer["state"]["number"] == 2
+    assert answer["seconds"] < 20  # seen by a re-check, not at the end of the 25 s wait
 
 
 def test_the_longpoll_marker_is_one_query(experiment):

@@ -9,7 +9,8 @@ from aggregation.fl.aggregate import weighted_average
 from aggregation.fl.model import MLPSpec
 from aggregation.fl.serde import params_loads
 from aggregation.models import Experiment, ModelVersion, Round
-from aggregation.services import round_aggregate, rounds_sweep
+from aggregation.services.rounds import round_aggregate
+from aggregation.services.sweep import rounds_sweep
 from tests.conftest import params_for
 
 pytestmark = pytest.mark.django_db(transaction=True)

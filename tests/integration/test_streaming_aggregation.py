@@ -8,7 +8,8 @@ from aggregation.fl.aggregate import weighted_average
 from aggregation.fl.model import MLPSpec
 from aggregation.fl.serde import params_loads
 from aggregation.models import ModelVersion, Round
-from aggregation.services import ParsedUpdate, round_aggregate, update_submit
+from aggregation.services.rounds import round_aggregate
+from aggregation.services.updates import ParsedUpdate, update_submit
 from nodes_app.models import Node
 
 pytestmark = pytest.mark.django_db(transaction=True)

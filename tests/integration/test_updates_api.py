@@ -8,7 +8,7 @@ from django.test import override_settings
 from aggregation.fl.model import MLPSpec, flatten
 from aggregation.fl.serde import dumps, params_dumps, sha256_hex
 from aggregation.models import Update
-from aggregation.services import round_base_parameters
+from aggregation.selectors import round_base_parameters
 from tests.conftest import params_for, upload
 
 pytestmark = pytest.mark.django_db

@@ -10,8 +10,8 @@ from aggregation.fl.compression import ENCODINGS
 from aggregation.fl.manifest import spec_from_dict, spec_pending
 from aggregation.fl.registry import STRATEGIES
 from aggregation.models import Experiment
+from aggregation.selectors import experiment_public_params
 from aggregation.services.experiment_setup import experiment_setup
-from aggregation.services.experiments import experiment_public_params
 from fedsite.errors import ApplicationError
 
 # Command-line flag -> Experiment field (None: same name with dashes).

@@ -73,7 +73,7 @@ class Command(BaseCommand):
         try:
             while not sim.finished and len(rows) < config.rounds:
                 started, done = time.monotonic(), len(rows)
-                rnd = sim.step(on_submit=lambda k, done=done: self._uploads(done, config.rounds, k, config.nodes))
+                rnd = sim.step(on_submit=lambda k, done=done: self._uploads(done, config.rounds, k, config.nodes))  # type: ignore[misc]  # a lambda's default argument
                 rows.append((rnd, time.monotonic() - started))
                 self._progress(len(rows), config.rounds, rnd)
                 if rnd.status not in (Round.Status.CLOSED, Round.Status.FAILED):

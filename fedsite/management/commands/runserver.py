@@ -17,6 +17,10 @@ from django.utils import autoreload
 
 class Command(DjangoRunserverCommand):
     help = "Serve the API, admin, dashboard and websockets with uvicorn (ASGI)."
+    # Set by Django's runserver handle() before inner_run; its stubs do not declare them.
+    addr: str
+    port: str
+    use_ipv6: bool
 
     def inner_run(self, *args: Any, **options: Any) -> None:
         import uvicorn
