@@ -183,8 +183,12 @@ def main() -> None:
         for e in epochs:
             _, per_round, sim = simulate(config("iid", "fedavg", e, 0, args.timing_rounds, args.nodes, args.scaling))
             arrays = [(d.x_train, d.y_train) for d in sim.data]
-            test = getattr(sim, "testset", None) or server_testset_load("digits")
-            numpy_s, numpy_acc = numpy_loop(arrays, (test.x, test.y), e, args.timing_rounds, 0)
+            test = server_testset_load("digits")
+            # The test rows as the server scores them: with the nodes' combined scaling (a checkout without
+            # federated statistics standardised the test set with its own).
+            scaling = getattr(sim, "scaling", None)
+            x_test = scaling.apply(test.x) if scaling is not None else test.x
+            numpy_s, numpy_acc = numpy_loop(arrays, (x_test, test.y), e, args.timing_rounds, 0)
             print(f"E={e}: simulate {per_round:.4f} s/round, pure numpy {numpy_s:.4f} s/round "
                   f"(final accuracy {numpy_acc:.4f}); ratio {per_round / numpy_s:.2f}x", flush=True)
 

@@ -5,11 +5,15 @@ import numpy as np
 import pytest
 from django.core.management import CommandError, call_command
 
+from aggregation.datasets import server_testset_load
+from aggregation.fl.features import Scaling
+from aggregation.fl.metrics import evaluate
 from aggregation.fl.model import MLPSpec, init_parameters
 from aggregation.fl.serde import dumps_sha256, loads, params_loads
-from aggregation.models import Experiment, Update
+from aggregation.models import Experiment, FeatureReport, Update
+from aggregation.selectors import version_parameters
 from aggregation.simulation import Simulation, SimulationConfig
-from nodes_app.training import fit_and_evaluate
+from nodes_app.training import fit_and_evaluate, shuffle_seed
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -41,22 +45,73 @@ def test_five_simulated_nodes_on_digits_reach_90_percent_test_accuracy():
 
 def test_a_virtual_node_uploads_exactly_what_its_training_function_computes():
     # Prepare
-    sim = Simulation(SimulationConfig(nodes=3, rounds=1, data="iris", partition="dirichlet:1", seed=4, name="same"))
+    sim = Simulation(SimulationConfig(nodes=3, rounds=1, data="iris", partition="dirichlet:1", seed=4, name="same",
+                                      batch_size=8))
     experiment = sim.setup()
 
     # Execute
     rnd = sim.step()
 
-    # Assert: node sim-2's stored update is fit_and_evaluate on its partition with seed 2 + round 1
+    # Assert: node sim-2's stored update is fit_and_evaluate on its partition, shuffled with (seed 4, node 2,
+    # round 1), as `runnode --id 2 --seed 4` shuffles
     spec = MLPSpec((4, 32, 3), "classification")
-    config = {"epochs": 5, "learning_rate": 0.1, "batch_size": 32}
-    expected, metrics = fit_and_evaluate(spec, init_parameters(spec, 4), sim.data[1], config, seed=3)
+    config = {"epochs": 5, "learning_rate": 0.1, "batch_size": 8, "feature_scaling": "global"}
+    expected, metrics = fit_and_evaluate(spec, init_parameters(spec, 4), sim.data[1], config,
+                                         seed=shuffle_seed(4, 2, 1))
     stored = rnd.updates.get(node__node_id="sim-2")
     for got, want in zip(params_loads(spec, bytes(stored.parameters))[0], expected):
         np.testing.assert_array_equal(got, want)
     assert stored.metrics == pytest.approx(metrics)
     assert stored.num_examples == len(sim.data[1].y_train)
     assert experiment.model_spec == spec.to_dict()
+
+
+def test_simulated_nodes_report_feature_statistics_and_everyone_uses_the_combined_scaling():
+    # Prepare: the raw partitions, as each virtual node holds them before round 1
+    config = SimulationConfig(nodes=4, rounds=1, data="digits", partition="shards:2", seed=1, name="fa",
+                              val_fraction=0.1)
+    sim = Simulation(config)
+    raw = list(sim.data)
+
+    # Execute
+    experiment = sim.setup()
+    rnd = sim.step()
+
+    # Assert: one report per node through the service; the scaling is the pooled training rows' statistics...
+    assert FeatureReport.objects.filter(experiment=experiment).count() == 4
+    experiment.refresh_from_db()
+    scaling = Scaling.from_dict(experiment.feature_stats)
+    pooled = np.concatenate([d.x_train for d in raw])
+    np.testing.assert_allclose(scaling.shift, pooled.mean(axis=0), rtol=1e-9)
+    # ...every node trains on its rows scaled with it...
+    for before, after in zip(raw, sim.data):
+        np.testing.assert_allclose(after.x_train, scaling.apply(before.x_train))
+        assert after.scaling == "global"
+    # ...and the server scores the round's model on its test rows scaled the same way.
+    spec = sim.spec
+    version = experiment.versions.get(version=1)
+    test = server_testset_load("digits")
+    expected = evaluate(spec, version_parameters(version.pk, version.sha256), scaling.apply(test.x), test.y)
+    assert rnd.metrics["test_accuracy"] == pytest.approx(expected["accuracy"])
+
+
+@pytest.mark.parametrize("scaling", ["node", "range"])
+def test_the_node_and_range_scalings_remain_options(scaling):
+    # Execute
+    simulate("--nodes", "3", "--rounds", "1", "--data", "digits", "--scaling", scaling, "--name", f"s-{scaling}")
+
+    # Assert: node: reports (for the server's test set) but each node standardises alone; range: no reports
+    experiment = Experiment.objects.get(name=f"s-{scaling}")
+    assert experiment.feature_scaling == scaling
+    assert FeatureReport.objects.filter(experiment=experiment).count() == (3 if scaling == "node" else 0)
+    assert "test_accuracy" in experiment.rounds.get(number=1).metrics
+
+
+def test_the_run_seed_changes_every_shuffle_and_no_node_replays_another_nodes_stream():
+    assert shuffle_seed(0, 1, 2) != shuffle_seed(0, 2, 1)  # i + round gave node 1/round 2 node 2/round 1's stream
+    assert shuffle_seed(0, 3, 5) != shuffle_seed(1, 3, 5)
+    assert shuffle_seed(7, 3, 5) == shuffle_seed(7, 3, 5)
+    assert len({shuffle_seed(0, n, r) for n in range(1, 11) for r in range(1, 101)}) == 1000
 
 
 def test_worker_processes_give_the_same_models_as_one_process():
