@@ -77,8 +77,14 @@ _worker_nodes: list[NodeData] = []
 
 
 def worker_init(nodes: list[NodeData]) -> None:
-    """Keep every virtual node's data in this worker, so a task only carries the model."""
+    """Keep every virtual node's data in this worker, so a task only carries the model; one BLAS thread per
+    worker (the workers are the parallelism; BLAS threads on tiny products only wait for each other)."""
     _worker_nodes[:] = nodes
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
+    threadpool_limits(limits=1, user_api="blas")
 
 
 def worker_fit(index: int, spec: dict[str, Any], base: NDArrays, config: dict[str, Any],

@@ -186,3 +186,40 @@ def test_int8_update_encoding_shrinks_the_uploads_and_the_server_stores_the_deco
     for b, e, r in zip(base, exact, rounded):
         half_step = np.max(np.abs(e - b)) / 127 / 2
         np.testing.assert_array_less(np.abs(r - e), half_step * 1.001 + 1e-7)
+
+
+def test_in_process_uploads_store_what_http_uploads_store_and_keep_their_rules():
+    # Prepare: two identical federations, one fed through update_submit one by one, one in-process at once
+    from aggregation.services.updates import ParsedUpdate, update_submit, updates_submit_in_process
+    from fedsite.errors import ApplicationError
+    from nodes_app.services import node_issue_token
+
+    spec = MLPSpec((4, 8, 3), "classification")
+    nodes = [node_issue_token(f"n{i}", rotate=True)[0] for i in range(3)]
+    made = {}
+    for name in ("one", "all"):
+        made[name] = Simulation(SimulationConfig(nodes=3, rounds=2, data="iris", name=name, hidden=(8,)))
+        made[name].setup()
+    base = init_parameters(spec, 0)
+    updates = [(node, ParsedUpdate(init_parameters(spec, 10 + i), 5 + i, {"loss": 0.5})) for i, node in
+               enumerate(nodes)]
+
+    # Execute
+    for node, update in updates:
+        update_submit(experiment=made["one"].experiment, round_number=1, node=node, update=update)
+    accepted = updates_submit_in_process(experiment=made["all"].experiment, round_number=1, base=base,
+                                         updates=updates)
+
+    # Assert: the same rows (digest, examples, distance from the model, metrics) and the round closed either way
+    def rows(name):
+        return sorted(Update.objects.filter(round__experiment__name=name)
+                      .values_list("node__node_id", "sha256", "num_examples", "delta_norm", "metrics"))
+    assert accepted == 3 and rows("one") == rows("all")
+    for name in ("one", "all"):
+        assert Experiment.objects.get(name=name).rounds.get(number=1).status == "closed"
+    # A repeat is a no-op; a different update for a closed round is refused as an HTTP upload would be.
+    assert updates_submit_in_process(experiment=made["all"].experiment, round_number=1, base=base,
+                                     updates=updates) == 0
+    changed = [(nodes[0], ParsedUpdate(init_parameters(spec, 99), 5, {"loss": 0.5}))]
+    with pytest.raises(ApplicationError, match="already uploaded a different update"):
+        updates_submit_in_process(experiment=made["all"].experiment, round_number=1, base=base, updates=changed)
