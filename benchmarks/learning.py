@@ -21,6 +21,7 @@ import dataclasses
 import logging
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -147,6 +148,20 @@ def numpy_loop_best(nodes, test, epochs: int, rounds: int) -> tuple[float, float
         return numpy_loop(nodes, test, epochs, rounds, 0)
 
 
+def startup_seconds(data_dir: str, runs: int = 3) -> float:
+    """Median wall time of a whole `manage.py simulate --nodes 1 --rounds 1` process (start-up dominates)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "FL_", "DATABASE_", "REDIS_"))}
+    env.update(SECRET_KEY="benchmark-only", FL_DATA_DIR=data_dir, PYTHONPATH=str(ROOT))
+    times = []
+    for run in range(runs):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "manage.py", "simulate", "--nodes", "1", "--rounds", "1", "--data", "digits",
+                        "--name", f"startup-{run}-{time.monotonic_ns()}"], cwd=ROOT, env=env, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
 def first(curve: list[float], target: float) -> str:
     return next((str(i) for i, acc in enumerate(curve, start=1) if acc >= target), "-")
 
@@ -201,6 +216,8 @@ def main() -> None:
             numpy_s, numpy_acc = numpy_loop_best(arrays, (x_test, test.y), e, args.timing_rounds)
             print(f"E={e}: simulate {per_round:.4f} s/round, pure numpy {numpy_s:.4f} s/round "
                   f"(final accuracy {numpy_acc:.4f}); ratio {per_round / numpy_s:.2f}x", flush=True)
+        print(f"start-up: a whole `simulate --nodes 1 --rounds 1 --data digits` process takes "
+              f"{startup_seconds(data_dir):.2f} s (median of 3)")
 
 
 if __name__ == "__main__":

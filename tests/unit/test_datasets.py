@@ -40,6 +40,21 @@ def test_every_bundled_set_loads_offline_with_its_shape_and_task(name):
     assert ds.classes == classes and ds.task == ("regression" if name == "diabetes" else "classification")
 
 
+@pytest.mark.parametrize("name", ["digits", "iris", "wine", "breast_cancer"])
+def test_bundled_sets_read_without_scikit_learn_equal_its_loaders(name):
+    # Prepare
+    import sklearn.datasets
+
+    bunch = getattr(sklearn.datasets, BUILTIN[name][0])()
+
+    # Execute
+    ds = dataset_load(name)
+
+    # Assert: bit for bit what scikit-learn's loader gives
+    np.testing.assert_array_equal(ds.x, bunch.data)
+    np.testing.assert_array_equal(ds.y, bunch.target)
+
+
 def test_the_server_test_rows_are_never_in_a_node_partition():
     # Prepare
     full = dataset_load("digits")
