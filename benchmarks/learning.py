@@ -176,6 +176,7 @@ def main() -> None:
     parser.add_argument("--epochs", default="1,5")
     parser.add_argument("--scaling", default=None, help="global | node | range (default: simulate's default)")
     parser.add_argument("--timing-rounds", type=int, default=20, help="rounds of each timing run (default 20)")
+    parser.add_argument("--timing-only", action="store_true", help="only the price of the protocol and start-up")
     args = parser.parse_args()
     seeds = list(range(args.seeds))
     epochs = [int(e) for e in args.epochs.split(",")]
@@ -190,7 +191,7 @@ def main() -> None:
         marks = [m for m in MARKS if m <= args.rounds]
         print(f"{'partition':<14} {'strategy':<8} {'E':>2}  {'to 95% (seeds)':<15} {'to 97% (seeds)':<15} "
               + " ".join(f"{'@' + str(m):>7}" for m in marks) + f" {'last10':>7} {'s/round':>8}", flush=True)
-        for partition in args.partitions.split(","):
+        for partition in [] if args.timing_only else args.partitions.split(","):
             for strategy in args.strategies.split(","):
                 for e in epochs:
                     runs = [simulate(config(partition, strategy, e, s, args.rounds, args.nodes, args.scaling))

@@ -76,22 +76,20 @@ class NodeRunner(NodeLoop, LocalModelApi):
         self._config = dict(DEFAULT_CONFIG)
 
     def prepare_round(self) -> bool:
-        """Scale the local data as the experiment says (False while the federation's statistics are not in), and
-        refuse to train when it does not fit the experiment's model: say why, then stop."""
+        """Refuse to train when the local data does not fit the experiment's model (say why, then stop), then
+        scale it as the experiment says: False while the federation's statistics are not in."""
         if self.data is None:
             return True
-        if not self._scale_data():
-            return False
-        if self._checked_spec == self.spec:
-            return True
-        try:
-            data_check(self.spec, self.data)
-        except ValueError as exc:
-            logger.error("node %s refused: %s", self.node_id, exc)
-            raise DataMismatch(f"node {self.node_id} cannot take part: {exc}") from None
-        self._checked_spec = self.spec
-        logger.info("node %s: %s fits the experiment's model", self.node_id, self.data.description)
-        return True
+        if self._checked_spec != self.spec:
+            # Before any report: statistics of data the model cannot take would only be refused.
+            try:
+                data_check(self.spec, self.data)
+            except ValueError as exc:
+                logger.error("node %s refused: %s", self.node_id, exc)
+                raise DataMismatch(f"node {self.node_id} cannot take part: {exc}") from None
+            self._checked_spec = self.spec
+            logger.info("node %s: %s fits the experiment's model", self.node_id, self.data.description)
+        return self._scale_data()
 
     def _scale_data(self) -> bool:
         """Apply the experiment's feature scaling to the raw rows once: True when the data is ready to train on.
