@@ -90,7 +90,8 @@ class ExperimentAddForm(ExperimentForm):
 
 _STRATEGY = ("Strategy", {"fields": ("strategy", "strategy_params", "update_max_norm", "update_norm_mode")})
 _ROUNDS = ("Rounds", {"fields": ("total_nodes", "min_nodes", "round_timeout_s", "on_timeout", "max_rounds")})
-_TRAINING = ("Node training", {"fields": ("epochs", "learning_rate", "batch_size", "seed", "update_encoding")})
+_TRAINING = ("Node training", {"fields": ("epochs", "learning_rate", "batch_size", "seed", "update_encoding",
+                                          "feature_scaling")})
 _EVALUATION = ("server_eval", "server_eval_target", "stop_metric", "stop_op", "stop_threshold", "stop_patience")
 
 

@@ -162,3 +162,15 @@ def test_a_model_of_your_own_gets_no_feature_scaling_in_its_config(api, make_exp
     manifest = Manifest((TensorSpec("w", (2, 2)),))
     make_experiment(model_spec=manifest.to_dict(), initial=[np.zeros((2, 2), np.float32)])
     assert "feature_scaling" not in api.get("/api/rounds/current?experiment=exp").json()["config"]
+
+
+def test_an_operator_chooses_the_scaling_and_an_unknown_one_is_refused_with_the_choices(api, db):
+    from django.core.management import CommandError, call_command
+
+    call_command("createexperiment", "by-node", "--feature-scaling", "node")
+    with pytest.raises(CommandError, match="feature_scaling"):
+        call_command("createexperiment", "bogus", "--feature-scaling", "pooled")
+    assert Experiment.objects.get(name="by-node").feature_scaling == "node"
+    assert not Experiment.objects.filter(name="bogus").exists()
+    assert api.get("/api/features?experiment=by-node").json() == {
+        "experiment": "by-node", "scaling": "node", "status": "collecting", "reported": 0, "required": 3}
