@@ -46,7 +46,8 @@ class NodeRunner(NodeLoop, LocalModelApi):
 
     def __init__(self, node_id: str, client: ServerClient, state_dir: Path | str, *, seed: int | None = None,
                  samples: int = 100, data: NodeData | None = None, run_seed: int = 0,
-                 stats_noise: float = 0.0, stats_clip: float | None = None, **options: Any) -> None:
+                 stats_noise: float = 0.0, stats_clip: float | None = None,
+                 stats_rng: np.random.Generator | None = None, **options: Any) -> None:
         super().__init__(node_id, client, state_dir, **options)
         # Local data: a real data set's partition (raw; scaled as the experiment says before the first round),
         # or None for the prototype's synthetic regression.
@@ -55,7 +56,8 @@ class NodeRunner(NodeLoop, LocalModelApi):
         self.seed = default_seed(node_id) if seed is None else seed
         # Shuffles depend on (run seed, node, round): `simulate --seed S` and `runnode --seed S` agree.
         self.run_seed, self.node_number = run_seed, default_seed(node_id)
-        self.stats_noise, self.stats_clip = stats_noise, stats_clip
+        # DP noise draws fresh OS entropy unless a generator is given (tests): a known seed would undo it.
+        self.stats_noise, self.stats_clip, self.stats_rng = stats_noise, stats_clip, stats_rng
         self._stats_sent = False
         self.samples = samples
         self.spec_changed(MLPSpec())
@@ -127,7 +129,8 @@ class NodeRunner(NodeLoop, LocalModelApi):
 
     def _report_stats(self) -> None:
         assert self.raw_data is not None
-        stats = node_feature_stats(self.raw_data, noise_multiplier=self.stats_noise, clip=self.stats_clip)
+        stats = node_feature_stats(self.raw_data, noise_multiplier=self.stats_noise, clip=self.stats_clip,
+                                   rng=self.stats_rng)
         try:
             status, _answer = self.client.report_feature_stats(stats.to_dict())
             logger.info("node %s: feature statistics of %d rows %s", self.node_id, stats.count,

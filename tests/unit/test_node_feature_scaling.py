@@ -103,3 +103,19 @@ def test_a_server_that_names_no_scaling_gets_no_report_and_the_node_standardises
     # Assert
     assert server.reports == [] and len(server.uploads) == 1
     np.testing.assert_allclose(runner.data.x_train.std(axis=0), 1, atol=1e-4)
+
+
+def test_with_stats_noise_a_node_reports_noisy_sums_of_clipped_values_and_the_exact_count(tmp_path):
+    # Prepare
+    server = FeatureServer("global")
+    runner = NodeRunner("2", server, tmp_path, data=raw_data(), sleep=lambda s: None, stats_noise=1.0, stats_clip=12.0,
+                        stats_rng=np.random.default_rng(3))
+
+    # Execute
+    runner.step()
+
+    # Assert: not the exact sums (noise), but the row count is exact
+    exact = feature_stats(np.clip(raw_data().x_train, -12, 12))
+    sent = server.reports[0]
+    assert sent["count"] == exact.count
+    assert not np.allclose(sent["sum"], exact.sum) and np.allclose(sent["sum"], exact.sum, atol=12 * 6 * 5)
