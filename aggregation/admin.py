@@ -132,7 +132,8 @@ _STRATEGY: "tuple[str, _FieldOpts]" = (
 _ROUNDS: "tuple[str, _FieldOpts]" = (
     "Rounds", {"fields": ("total_nodes", "min_nodes", "round_timeout_s", "on_timeout", "max_rounds")})
 _TRAINING: "tuple[str, _FieldOpts]" = (
-    "Node training", {"fields": ("epochs", "learning_rate", "batch_size", "seed", "update_encoding")})
+    "Node training", {"fields": ("epochs", "learning_rate", "batch_size", "seed", "update_encoding",
+                                 "feature_scaling")})
 _EVALUATION = ("server_eval", "server_eval_target", "stop_metric", "stop_op", "stop_threshold", "stop_patience")
 
 

@@ -126,7 +126,7 @@ class ExperimentListApi(APIView):
                 "round_timeout_s": e.round_timeout_s, "on_timeout": e.on_timeout, "max_rounds": e.max_rounds,
                 "epochs": e.epochs, "learning_rate": e.learning_rate, "batch_size": e.batch_size,
                 "update_max_norm": e.update_max_norm, "update_norm_mode": e.update_norm_mode,
-                "update_encoding": e.update_encoding,
+                "update_encoding": e.update_encoding, "feature_scaling": e.feature_scaling,
                 "server_eval": e.server_eval, "stop_metric": e.stop_metric, "stop_op": e.stop_op,
                 "stop_threshold": e.stop_threshold, "stop_patience": e.stop_patience, "finish_reason": e.finish_reason,
             }

@@ -1,15 +1,26 @@
 """Real data for nodes and the server's evaluation: scikit-learn's bundled sets (imported only when used) or a
-CSV file; partitioned, split into train/validation and standardised per party. No Django: nodes import it."""
+CSV file; partitioned, split into train/validation, and scaled the way the experiment says (global federated
+statistics, per node, or a fixed range: aggregation.fl.features). No Django: nodes import it."""
 
 from __future__ import annotations
 
 import csv
+import gzip
+import importlib.util
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from aggregation.fl.features import (
+    SCALINGS,
+    FeatureStats,
+    Scaling,
+    feature_stats,
+    scaling_fixed_range,
+    scaling_standardize,
+)
 from aggregation.fl.partition import partition_indices, partitioning_parse
 
 # name: (scikit-learn loader, task, factor the target is divided by)
@@ -25,7 +36,6 @@ BUILTIN: dict[str, tuple[str, str, float]] = {
 HOLDOUT_FRACTION = 0.2
 HOLDOUT_SEED = 2017
 REGRESSION_BINS = 10  # label-skew partitioners see a regression target as its deciles
-STD_FLOOR = 1e-6
 
 
 class DataError(ValueError):
@@ -48,7 +58,8 @@ class Dataset:
 
 @dataclass(frozen=True)
 class NodeData:
-    """One node's share: standardised train and validation rows, plus where they came from."""
+    """One node's share: train and validation rows, plus where they came from and how they are scaled
+    (`scaling`: none = the raw values, global, node or range)."""
 
     name: str
     x_train: np.ndarray
@@ -60,6 +71,7 @@ class NodeData:
     description: str = ""
     partition: str = ""  # how the pool was split among nodes (iid, dirichlet:0.5, shards:2), and which part
     part: str = ""
+    scaling: str = "none"
 
     @property
     def info(self) -> dict[str, str | int]:
@@ -79,13 +91,39 @@ def data_names() -> list[str]:
     return [*BUILTIN, "csv:PATH"]
 
 
+# Bundled sets stored as plain CSV inside scikit-learn, read here without importing it (that import, which
+# pulls in scipy.stats, was 0.8 s of every simulate's start): file, and whether its first line is a header.
+CSV_FILES = {"digits": ("digits.csv.gz", False), "iris": ("iris.csv", True), "wine": ("wine_data.csv", True),
+             "breast_cancer": ("breast_cancer.csv", True)}
+
+
+def _bundled_csv(name: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(data, target) of a bundled set read straight from scikit-learn's data folder; None if not there."""
+    spec = importlib.util.find_spec("sklearn")
+    if name not in CSV_FILES or spec is None or not spec.submodule_search_locations:
+        return None
+    filename, header = CSV_FILES[name]
+    path = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / filename
+    try:
+        with (gzip.open(path, "rt") if filename.endswith(".gz") else path.open()) as fh:
+            if header:
+                fh.readline()  # "n_samples,n_features,class names..."
+            table = np.loadtxt(fh, delimiter=",", dtype=np.float64, ndmin=2)
+    except (OSError, ValueError):
+        return None  # another layout in another scikit-learn: its loader knows it
+    return table[:, :-1], table[:, -1]
+
+
 def _builtin(name: str) -> Dataset:
     loader, task, scale = BUILTIN[name]
-    import sklearn.datasets  # bundled with the package: no download, works offline
+    found = _bundled_csv(name)
+    if found is None:
+        import sklearn.datasets  # bundled with the package: no download, works offline
 
-    bunch = getattr(sklearn.datasets, loader)()
-    x = np.asarray(bunch.data, dtype=np.float64)
-    y = np.asarray(bunch.target, dtype=np.float64) / scale
+        bunch = getattr(sklearn.datasets, loader)()
+        found = bunch.data, bunch.target
+    x = np.asarray(found[0], dtype=np.float64)
+    y = np.asarray(found[1], dtype=np.float64) / scale
     classes = int(y.max()) + 1 if task == "classification" else 0
     return Dataset(name, x, y, task, classes)
 
@@ -169,13 +207,12 @@ def dataset_pool(ds: Dataset) -> Dataset:
 
 def standardizer_fit(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-feature mean and standard deviation; a constant feature is only centred (scale 1), not divided by 0."""
-    std = x.std(axis=0)
-    return x.mean(axis=0), np.where(std < STD_FLOOR, 1.0, std)
+    own = scaling_standardize(x)
+    return own.shift, own.scale
 
 
 def standardize(x: np.ndarray, stats: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    mean, std = stats
-    return ((x - mean) / std).astype(np.float32)
+    return Scaling(*stats).apply(x)
 
 
 def _node_data(pool: Dataset, idx: np.ndarray, label: str, seed: int, partition_id: int,
@@ -186,20 +223,57 @@ def _node_data(pool: Dataset, idx: np.ndarray, label: str, seed: int, partition_
     if val_fraction > 0 and order.size >= 2:
         n_val = min(max(n_val, 1), order.size - 1)
     train, val = np.sort(order[n_val:]), np.sort(order[:n_val])
-    # The node's own training rows are the only statistics it standardises with (see the README).
-    stats = standardizer_fit(pool.x[train])
-    return NodeData(pool.name, standardize(pool.x[train], stats), pool.y[train].astype(np.float32),
-                    standardize(pool.x[val], stats), pool.y[val].astype(np.float32), pool.task, pool.classes,
+    return NodeData(pool.name, pool.x[train], pool.y[train].astype(np.float32), pool.x[val],
+                    pool.y[val].astype(np.float32), pool.task, pool.classes,
                     f"{label}: {train.size} train + {val.size} validation rows", partition, part)
 
 
+def node_feature_stats(data: NodeData, **noise: object) -> FeatureStats:
+    """What the node tells the server about its features: count, sum and sum of squares of its raw training
+    rows (validation rows never enter); `noise` goes to feature_stats (noise_multiplier, clip, rng)."""
+    if data.scaling != "none":
+        raise ValueError(f"feature statistics are taken on the raw rows, these are already scaled ({data.scaling})")
+    return feature_stats(data.x_train, **noise)  # type: ignore[arg-type]
+
+
+def scaling_for(mode: str, data: NodeData | Dataset, combined: Scaling | None = None) -> Scaling:
+    """The scaling `mode` gives a party's raw data: the federation's combined statistics (global), the party's
+    own training rows (node) or the data set's known input range (range)."""
+    if mode == "global":
+        if combined is None:
+            raise ValueError("the global scaling needs the federation's combined feature statistics")
+        return combined
+    if mode == "node":
+        return scaling_standardize(data.x_train if isinstance(data, NodeData) else data.x)
+    if mode == "range":
+        features = data.features if isinstance(data, NodeData) else int(data.x.shape[1])
+        return scaling_fixed_range(data.name, features)
+    raise ValueError(f"unknown feature scaling {mode!r}; choose one of {', '.join(SCALINGS)}")
+
+
+def node_data_scale(data: NodeData, mode: str, combined: Scaling | None = None) -> NodeData:
+    """`data` (raw) with its train and validation rows scaled as `mode` says (see scaling_for)."""
+    if data.scaling != "none":
+        raise ValueError(f"the node's rows are already scaled ({data.scaling})")
+    try:
+        scaling = scaling_for(mode, data, combined)
+        return replace(data, x_train=scaling.apply(data.x_train), x_val=scaling.apply(data.x_val), scaling=mode)
+    except ValueError as exc:
+        raise DataError(f"{data.name}: {exc}") from None
+
+
 def nodes_data_load(source: str, *, target: str | None = None, partitioning: str = "iid", num_partitions: int = 1,
-                    seed: int = 0, val_fraction: float = 0.2, only: int | None = None) -> list[NodeData]:
+                    seed: int = 0, val_fraction: float = 0.2, only: int | None = None,
+                    scaling: str = "none") -> list[NodeData]:
     """Every node's share of the data set's pool (or only partition `only`, as a one-item list).
 
     Nodes that use the same source, `seed`, partitioning and number of partitions get disjoint
-    partitions; each is split into train and validation rows and standardised on its own.
+    partitions; each is split into train and validation rows, raw (`scaling` none, what the global
+    scaling starts from) or scaled on its own: node (its training rows' mean and deviation) or range.
     """
+    if scaling not in ("none", "node", "range"):
+        raise DataError(f"a node can scale its data alone with node or range, not {scaling!r}; the global "
+                        "scaling needs the federation's statistics (node_data_scale)")
     if not 0 <= val_fraction < 1:
         raise DataError(f"the validation fraction must be at least 0 and below 1, got {val_fraction}")
     if only is not None and not (isinstance(only, int) and 0 <= only < num_partitions):
@@ -211,22 +285,24 @@ def nodes_data_load(source: str, *, target: str | None = None, partitioning: str
     except ValueError as exc:
         raise DataError(str(exc)) from None
     wanted = range(num_partitions) if only is None else [only]
-    return [_node_data(pool, parts[i], f"{pool.name} partition {i}/{num_partitions} ({scheme}, seed {seed})",
-                       seed, i, val_fraction, str(scheme), f"{i}/{num_partitions}") for i in wanted]
+    nodes = [_node_data(pool, parts[i], f"{pool.name} partition {i}/{num_partitions} ({scheme}, seed {seed})",
+                        seed, i, val_fraction, str(scheme), f"{i}/{num_partitions}") for i in wanted]
+    return nodes if scaling == "none" else [node_data_scale(n, scaling) for n in nodes]
 
 
 def node_data_load(source: str, *, target: str | None = None, partitioning: str = "iid", num_partitions: int = 1,
-                   partition_id: int = 0, seed: int = 0, val_fraction: float = 0.2) -> NodeData:
+                   partition_id: int = 0, seed: int = 0, val_fraction: float = 0.2,
+                   scaling: str = "none") -> NodeData:
     """Partition `partition_id` of `num_partitions`: what `runnode --data` holds."""
     return nodes_data_load(source, target=target, partitioning=partitioning, num_partitions=num_partitions,
-                           seed=seed, val_fraction=val_fraction, only=partition_id)[0]
+                           seed=seed, val_fraction=val_fraction, only=partition_id, scaling=scaling)[0]
 
 
 def server_testset_load(source: str, target: str | None = None) -> Dataset:
-    """The server's test set: a bundled set's held-out rows, or a whole CSV file the server owns, standardised
-    with its own statistics."""
+    """The server's test set, raw: a bundled set's held-out rows, or a whole CSV file the server owns. It is
+    scored with the scaling the nodes use (services.evaluation), never with statistics of its own."""
     ds = dataset_load(source, target)
     if ds.name in BUILTIN:
         ds = _subset(ds, _holdout_split(ds)[1])
-    return Dataset(ds.name, standardize(ds.x, standardizer_fit(ds.x)), ds.y.astype(np.float32), ds.task, ds.classes)
+    return Dataset(ds.name, ds.x, ds.y.astype(np.float32), ds.task, ds.classes)
 

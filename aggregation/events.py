@@ -5,7 +5,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from celery import Task
-from channels.layers import get_channel_layer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.db import transaction
 
 from aggregation.models import Experiment
@@ -27,6 +27,10 @@ def _notify_waiters() -> None:
 def _group_send(message: dict[str, Any]) -> None:
     layer = get_channel_layer()
     if layer is None:
+        return
+    if isinstance(layer, InMemoryChannelLayer) and not layer.groups.get(DASHBOARD_GROUP):
+        # The in-memory layer delivers only inside this process, and no dashboard here listens (simulate,
+        # a Celery worker, tests): async_to_sync would start a thread and an event loop for nothing.
         return
     try:
         async_to_sync(layer.group_send)(DASHBOARD_GROUP, message)

@@ -60,6 +60,17 @@ class Experiment(models.Model):
     )
     server_eval_target = models.CharField(max_length=200, blank=True, default="",
                                           help_text="Label column of a csv: test set (default: the last column).")
+    # How nodes with the built-in data pipeline scale their features, and the server its test set
+    # (aggregation.fl.features): global = federated statistics combined before round 1.
+    feature_scaling = models.CharField(
+        max_length=8, default="global",
+        choices=[("global", "global: the federation's pooled mean and deviation (federated statistics)"),
+                 ("node", "node: each node its own mean and deviation"),
+                 ("range", "range: the data set's fixed input range")],
+        help_text="How the built-in data pipeline scales features, on the nodes and for the server's test set.",
+    )
+    # The combined scaling once fixed ({"shift", "scale", "nodes", "count"}); empty while reports come in.
+    feature_stats = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
     finish_reason = models.CharField(max_length=300, blank=True, default="",
                                      help_text="Why the run finished: max_rounds, or the stop condition that held.")
@@ -204,3 +215,22 @@ class Evaluation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.version} scored by {self.node}"
+
+
+class FeatureReport(models.Model):
+    """One node's feature statistics for an experiment (count, per-feature sum and sum of squares), sent
+    once before round 1; the server combines them into the experiment's feature_stats."""
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="feature_reports")
+    node = models.ForeignKey("nodes_app.Node", on_delete=models.PROTECT, related_name="feature_reports")
+    count = models.PositiveBigIntegerField()
+    sum = models.JSONField()
+    sum_sq = models.JSONField()
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["experiment", "id"]
+        constraints = [models.UniqueConstraint(fields=["experiment", "node"], name="one_feature_report_per_node")]
+
+    def __str__(self) -> str:
+        return f"{self.experiment.name} feature statistics from node {self.node.node_id}"

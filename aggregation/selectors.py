@@ -192,6 +192,8 @@ def round_config(experiment: Experiment, rnd: Round | None) -> dict[str, Any]:
     }
     if experiment.update_encoding != "none":  # absent means float32 uploads, as before compression existed
         config["update_encoding"] = experiment.update_encoding
+    if experiment.model_spec.get("kind", "mlp") == "mlp":  # the built-in data pipeline's scaling (GET /api/features)
+        config["feature_scaling"] = experiment.feature_scaling
     if rnd is not None:
         config.update(strategy_create(experiment.strategy, experiment.strategy_params).configure_fit(rnd.number))
     return config
@@ -259,3 +261,13 @@ def rounds_history(experiment: Experiment, limit: int = 1000) -> list[dict[str, 
     rounds = _rounds_with_versions(experiment).annotate(num_updates=Count("updates")).order_by("-number")[:limit]
     return [round_summary(r) for r in reversed(list(rounds))]
 
+
+def feature_scaling_state(experiment: Experiment) -> dict[str, object]:
+    """What GET /api/features answers: the mode, whether the scaling is fixed, and the scaling when it is."""
+    state: dict[str, object] = {"experiment": experiment.name, "scaling": experiment.feature_scaling}
+    if experiment.feature_scaling == "range":
+        return {**state, "status": "local"}  # every party applies the data set's fixed range itself
+    if experiment.feature_stats:
+        return {**state, "status": "ready", **experiment.feature_stats}
+    return {**state, "status": "collecting", "reported": experiment.feature_reports.count(),
+            "required": experiment.total_nodes}

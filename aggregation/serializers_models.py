@@ -95,3 +95,36 @@ class RoundFailureOutputSerializer(serializers.Serializer):
     round = serializers.IntegerField()
     node_id = serializers.CharField()
     status = serializers.ChoiceField(choices=["recorded", "already"])
+
+
+class FeatureStatsInputSerializer(serializers.Serializer):
+    """A node's federated feature statistics over its raw training rows (POST /api/features)."""
+
+    count = serializers.IntegerField(min_value=1, help_text="The node's training rows.")
+    sum = serializers.ListField(child=serializers.FloatField(), min_length=1, help_text="Per feature: the sum.")
+    sum_sq = serializers.ListField(child=serializers.FloatField(), min_length=1,
+                                   help_text="Per feature: the sum of squares.")
+
+
+FEATURE_STATUSES = ["collecting", "ready", "local"]
+
+
+class FeatureScalingSerializer(serializers.Serializer):
+    """The experiment's feature scaling: `collecting` reports, `ready` (fixed: every party applies
+    x ↦ (x − shift) / scale), or `local` (the data set's fixed range, applied by each party itself)."""
+
+    experiment = serializers.CharField()
+    scaling = serializers.ChoiceField(choices=["global", "node", "range"])
+    status = serializers.ChoiceField(choices=FEATURE_STATUSES)
+    reported = serializers.IntegerField(required=False, help_text="collecting: nodes that reported so far.")
+    required = serializers.IntegerField(  # type: ignore[assignment]  # a wire name: DRF moves declared fields off
+        required=False, help_text="collecting: reports that fix it at once.")
+    shift = serializers.ListField(child=serializers.FloatField(), required=False, help_text="ready: per feature.")
+    scale = serializers.ListField(child=serializers.FloatField(), required=False, help_text="ready: per feature.")
+    nodes = serializers.IntegerField(required=False, help_text="ready: the nodes whose statistics were combined.")
+    count = serializers.IntegerField(required=False, help_text="ready: the training rows behind them.")
+
+
+class FeatureReportAcceptedSerializer(FeatureScalingSerializer):
+    node_id = serializers.CharField()
+    report = serializers.ChoiceField(choices=["accepted", "already_accepted"])

@@ -14,20 +14,22 @@ from typing import Any
 import numpy as np
 from django.utils.text import slugify
 
-from aggregation.datasets import BUILTIN, NodeData, nodes_data_load
+from aggregation.datasets import BUILTIN, NodeData, node_data_scale, node_feature_stats, nodes_data_load
 from aggregation.fl import NDArrays
 from aggregation.fl.compression import update_encode
 from aggregation.fl.data import synthetic_regression
+from aggregation.fl.features import SCALINGS, Scaling
 from aggregation.fl.model import MLPSpec
 from aggregation.fl.serde import params_loads
 from aggregation.models import Experiment, Round
 from aggregation.parsing import update_from_safetensors
 from aggregation.selectors import round_config, round_current
 from aggregation.services.experiments import experiment_create
-from aggregation.services.updates import ParsedUpdate, update_submit
+from aggregation.services.features import experiment_scaling, feature_report_submit
+from aggregation.services.updates import ParsedUpdate, updates_submit_in_process
 from nodes_app.models import Node
 from nodes_app.services import node_done, node_issue_token
-from nodes_app.training import data_check, fit_and_evaluate, worker_fit, worker_init
+from nodes_app.training import data_check, fit_and_evaluate, shuffle_seed, worker_fit, worker_init
 
 logger = logging.getLogger("fedsite.simulate")
 
@@ -61,6 +63,7 @@ class SimulationConfig:
     name: str = ""
     workers: int = 1
     update_encoding: str = "none"  # none | fp16 | int8: how the virtual nodes compress their uploads
+    scaling: str = "global"  # global (federated statistics) | node | range: how nodes scale their features
 
 
 def synthetic_nodes(count: int, samples: int = 100) -> list[NodeData]:
@@ -72,6 +75,15 @@ def synthetic_nodes(count: int, samples: int = 100) -> list[NodeData]:
     return nodes
 
 
+def _blas_single_threaded() -> Any:
+    """One BLAS thread in this process until restore_original_limits(); None without threadpoolctl."""
+    try:
+        from threadpoolctl import threadpool_limits  # installed with scikit-learn
+    except ImportError:
+        return None
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 class Simulation:
     """setup() creates the experiment and the virtual nodes; each step() plays one round to its end."""
 
@@ -80,7 +92,10 @@ class Simulation:
             raise ValueError(f"the number of nodes must be between 1 and {MAX_NODES}, got {config.nodes}")
         if config.rounds < 1:
             raise ValueError(f"the number of rounds must be at least 1, got {config.rounds}")
+        if config.scaling not in SCALINGS:
+            raise ValueError(f"unknown feature scaling {config.scaling!r}; choose one of {', '.join(SCALINGS)}")
         self.config = config
+        self.scaling: Scaling | None = None  # the federation's combined scaling, once the nodes have reported
         if config.data == SYNTHETIC:
             self.data = synthetic_nodes(config.nodes)
         else:
@@ -93,6 +108,7 @@ class Simulation:
         self.experiment: Experiment | None = None
         self.nodes: list[Node] = []
         self._pool: Executor | None = None
+        self._blas_limit: Any = None
         self.uploaded_bytes = self.uploads = 0  # safetensors bodies the virtual nodes "sent"
 
     def _spec(self) -> MLPSpec:
@@ -122,24 +138,40 @@ class Simulation:
             server_eval=self.server_eval(), server_eval_target=cfg.target or "",
             stop_metric=cfg.stop_metric, stop_op=cfg.stop_op, stop_threshold=cfg.stop_threshold,
             stop_patience=cfg.stop_patience, update_encoding=cfg.update_encoding,
+            feature_scaling=cfg.scaling,
         )
         # Virtual nodes are ordinary Node rows (ids sim-1..sim-N, reused by later simulations).
         self.nodes = [node_issue_token(f"sim-{i}", rotate=True)[0] for i in range(1, cfg.nodes + 1)]
         for node, data in zip(self.nodes, self.data, strict=True):  # what a real node says when it registers
             Node.objects.filter(pk=node.pk).update(data=data.info, done_at=None)
+        if cfg.data != SYNTHETIC:
+            self._scale()
+        # Thousands of tiny matrix products: BLAS threads only wait for each other (3x slower on 2 busy cores).
+        self._blas_limit = _blas_single_threaded()
         if cfg.workers > 1:
             self._pool = ProcessPoolExecutor(cfg.workers, mp_context=multiprocessing.get_context("spawn"),
                                              initializer=worker_init, initargs=(self.data,))
         logger.info("simulation %s: %d virtual nodes, model %s", name, cfg.nodes, self.spec.to_dict())
         return self.experiment
 
+    def _scale(self) -> None:
+        """What a runnode with --data does before round 1: report its feature statistics (global, node) through
+        the same service as POST /api/features, then scale its rows with the combined or its own statistics."""
+        assert self.experiment is not None
+        mode = self.config.scaling
+        if mode in ("global", "node"):
+            for node, data in zip(self.nodes, self.data):
+                feature_report_submit(experiment=self.experiment, node=node, stats=node_feature_stats(data))
+            self.scaling = experiment_scaling(self.experiment)
+        self.data = [node_data_scale(d, mode, self.scaling) for d in self.data]
+
     @property
     def finished(self) -> bool:
         return self.experiment is not None and self.experiment.status != Experiment.Status.RUNNING
 
     def _train(self, base: NDArrays, config: dict[str, Any], number: int) -> list[tuple[NDArrays, dict]]:
-        # Node i trains with seed i + round, as `runnode --id i` does: the same update a real node would send.
-        seeds = [i + number for i in range(1, len(self.data) + 1)]
+        # Node i shuffles as `runnode --id i --seed S` does: the same update a real node would send.
+        seeds = [shuffle_seed(self.config.seed, i, number) for i in range(1, len(self.data) + 1)]
         if self._pool is None:
             return [fit_and_evaluate(self.spec, base, d, config, s) for d, s in zip(self.data, seeds)]
         n = len(self.data)
@@ -162,11 +194,14 @@ class Simulation:
         base = [np.array(p, dtype=np.float32) for p in base]
         config = round_config(self.experiment, rnd)
         results = self._train(base, config, rnd.number)
+        updates = []
         for k, (node, data, (params, metrics)) in enumerate(zip(self.nodes, self.data, results), start=1):
-            update = self._wire(base, params, len(data.y_train), metrics, config.get("update_encoding", "none"))
-            update_submit(experiment=self.experiment, round_number=rnd.number, node=node, update=update)
+            updates.append((node, self._wire(base, params, len(data.y_train), metrics,
+                                             config.get("update_encoding", "none"))))
             if on_submit is not None:
                 on_submit(k)
+        # All of a round's uploads in one transaction; the last one settles the round as N uploads would.
+        updates_submit_in_process(experiment=self.experiment, round_number=rnd.number, base=base, updates=updates)
         deadline = time.monotonic() + timeout
         while True:
             rnd.refresh_from_db()
@@ -183,12 +218,19 @@ class Simulation:
         body = update_encode(self.spec, params, base, encoding, metadata)
         self.uploaded_bytes += len(body)
         self.uploads += 1
+        if encoding == "none":
+            # float32 parameters arrive exactly as they left: the body is stored as sent, nothing to decode.
+            return ParsedUpdate([np.asarray(p, dtype=np.float32) for p in params], num_examples, dict(metrics),
+                                raw=body)
         return update_from_safetensors(self.spec, body, base=lambda: base)
 
     def close(self) -> None:
         if self.experiment is not None and self.finished:  # as real nodes do when their run has ended
             for node in self.nodes:
                 node_done(node, self.experiment)
+        if self._blas_limit is not None:
+            self._blas_limit.restore_original_limits()
+            self._blas_limit = None
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None

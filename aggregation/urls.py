@@ -1,6 +1,6 @@
 from django.urls import path
 
-from aggregation import apis, apis_models, prototype
+from aggregation import apis, apis_features, apis_models, prototype
 
 urlpatterns = [
     path("status", apis.StatusApi.as_view(), name="status"),
@@ -10,6 +10,7 @@ urlpatterns = [
     path("api/experiments", apis_models.ExperimentsApi.as_view(), name="experiments"),
     path("api/experiments/<slug:name>/<str:action>", apis_models.ExperimentActionApi.as_view(),
          name="experiment-action"),
+    path("api/features", apis_features.FeaturesApi.as_view(), name="features"),
     path("api/rounds", apis.RoundListApi.as_view(), name="rounds"),
     path("api/rounds/current", apis.RoundCurrentApi.as_view(), name="round-current"),
     path("api/rounds/<int:number>", apis.RoundDetailApi.as_view(), name="round-detail"),

@@ -185,6 +185,7 @@ SPECTACULAR_SETTINGS = {
         "RoundStateStatusEnum": "aggregation.serializers.ROUND_STATE_STATUSES",
         "AcceptedStatusEnum": "aggregation.serializers.ACCEPTED_STATUSES",
         "NodeStatusEnum": "nodes_app.serializers.NODE_STATUSES",
+        "FeatureScalingStatusEnum": "aggregation.serializers_models.FEATURE_STATUSES",
     },
 }
 
@@ -266,6 +267,8 @@ FL_UPDATE_NORM_MODE = envchoice("FL_UPDATE_NORM_MODE", "reject", ("reject", "cli
 FL_UPDATE_ENCODING = envchoice("FL_UPDATE_ENCODING", "none", ("none", "fp16", "int8"))  # nodes' upload compression
 # Real data (README "Real data"): the default experiment's task, server-side test set and stop condition.
 FL_MODEL_TASK = envchoice("FL_MODEL_TASK", "regression", ("regression", "classification"))
+# How nodes with --data scale their features (README "Feature scaling"): global = federated statistics.
+FL_FEATURE_SCALING = envchoice("FL_FEATURE_SCALING", "global", ("global", "node", "range"))
 FL_SERVER_EVAL = envstr("FL_SERVER_EVAL").strip()  # digits | breast_cancer | wine | iris | diabetes | csv:PATH
 FL_SERVER_EVAL_TARGET = envstr("FL_SERVER_EVAL_TARGET").strip()  # label column of a csv: test set
 FL_STOP_WHEN = envstr("FL_STOP_WHEN").strip()  # e.g. val_accuracy>=0.95 or loss<=0.05; empty: max_rounds only

@@ -88,7 +88,7 @@ class ServerClient:
             all_headers["Authorization"] = f"Bearer {self.token}"
         all_headers.update(headers or {})
         timeout = (self.timeout, read_timeout if read_timeout is not None else self.timeout)
-        if self.experiment and path.startswith(("/api/rounds", "/api/models", "/api/nodes/done")):
+        if self.experiment and path.startswith(("/api/rounds", "/api/models", "/api/nodes/done", "/api/features")):
             kwargs["params"] = {**(kwargs.get("params") or {}), "experiment": self.experiment}
         try:
             resp = self.session.request(
@@ -164,6 +164,15 @@ class ServerClient:
             headers={"Content-Type": "application/octet-stream"},
         )
         return resp.status_code, self._json(resp)
+
+    def report_feature_stats(self, stats: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """Federated statistics: this node's count, per-feature sum and sum of squares (before round 1)."""
+        resp = self._request("POST", "/api/features", json=stats)
+        return resp.status_code, self._json(resp)
+
+    def feature_scaling(self) -> dict[str, Any]:
+        """The experiment's feature scaling: status collecting, ready (with shift and scale) or local."""
+        return self._json(self._request("GET", "/api/features"))
 
     def upload_initial(self, body: bytes) -> dict[str, Any]:
         """Offer this node's parameters as version 0 of an experiment waiting for them."""

@@ -73,8 +73,11 @@ class NodeLoop:
         """The experiment's model is `spec` (first contact, or another experiment): check and adopt it."""
         self.spec = spec
 
-    def prepare_round(self) -> None:
-        """Called before a round's download; may raise RegistrationError when this node cannot take part."""
+    def prepare_round(self) -> bool | None:
+        """Called before a round's download, with the round's config in self._config; may raise
+        RegistrationError when this node cannot take part, or return False when it is not ready yet (the
+        round is then tried again at the next poll)."""
+        return None
 
     def fit_round(self, base: NDArrays, config: dict[str, Any], number: int) -> tuple[NDArrays, int, dict[str, float]]:
         """Train from `base`: (new parameters in manifest order, num_examples, metrics with at least `loss`)."""
@@ -226,10 +229,12 @@ class NodeLoop:
 
     def _train_and_upload(self, number: int, info: dict[str, Any]) -> bool:
         if self._pending is None or self._pending[0] != number:
-            self.prepare_round()
+            self._config = {**(info.get("config") or {}), "server_round": number}
+            if self.prepare_round() is False:
+                self.state = "preparing"
+                return False
             version = info["model_version"]
             self._fetch_model(version)
-            self._config = {**(info.get("config") or {}), "server_round": number}
             self.state = "training"
             base = self.params  # the round's model: compressed uploads carry the difference to it
             try:

@@ -39,6 +39,12 @@ def data_check(spec: MLPSpec, data: NodeData) -> None:
                 raise DataMismatch(f"the {rows} targets of {data.name} do not fit: {exc}; {model}") from None
 
 
+def shuffle_seed(seed: int, node: int, round_number: int) -> int:
+    """The seed of a node's minibatch shuffles in a round: one independent stream per (run seed, node, round),
+    so no node replays another's stream of an earlier round, and a run's seed changes every shuffle."""
+    return int(np.random.SeedSequence([seed % 2**63, node % 2**63, round_number]).generate_state(1)[0])
+
+
 def fit(spec: MLPSpec, base: NDArrays, x: np.ndarray, y: np.ndarray, config: dict[str, Any],
         seed: int) -> tuple[float, float, NDArrays]:
     """Train from `base` with a round's config; returns (loss before, loss after, new parameters)."""
@@ -71,8 +77,14 @@ _worker_nodes: list[NodeData] = []
 
 
 def worker_init(nodes: list[NodeData]) -> None:
-    """Keep every virtual node's data in this worker, so a task only carries the model."""
+    """Keep every virtual node's data in this worker, so a task only carries the model; one BLAS thread per
+    worker (the workers are the parallelism; BLAS threads on tiny products only wait for each other)."""
     _worker_nodes[:] = nodes
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
+    threadpool_limits(limits=1, user_api="blas")
 
 
 def worker_fit(index: int, spec: dict[str, Any], base: NDArrays, config: dict[str, Any],

@@ -5,12 +5,13 @@ import threading
 
 from django.conf import settings
 
-from aggregation.datasets import Dataset, server_testset_load
+from aggregation.datasets import Dataset, scaling_for, server_testset_load
 from aggregation.fl import NDArrays
 from aggregation.fl.manifest import ModelSpec
 from aggregation.fl.metrics import evaluate, stop_condition_parse
 from aggregation.fl.model import MLPSpec, targets
 from aggregation.models import Experiment
+from aggregation.services.features import experiment_scaling
 from fedsite.errors import ApplicationError
 
 logger = logging.getLogger("fedsite.evaluation")
@@ -32,6 +33,9 @@ def _testset(source: str, target: str) -> Dataset:
 def round_server_evaluate(experiment: Experiment, spec: ModelSpec, params: NDArrays) -> dict[str, float]:
     """test_loss (and test_accuracy for a classifier) of `params` on the experiment's server test set; {} if none.
 
+    The test rows are scaled as the nodes scale theirs (the experiment's feature_scaling: the federation's
+    combined statistics, or the data set's fixed range), never with statistics of the test set itself. With
+    per-node scaling the server uses the combined statistics: the one scaling every node's is an estimate of.
     A test set that cannot be used is logged once and skipped: it must never stop the federation.
     """
     if not experiment.server_eval:
@@ -43,7 +47,13 @@ def round_server_evaluate(experiment: Experiment, spec: ModelSpec, params: NDArr
         if ds.x.shape[1] != spec.layers[0]:
             raise ValueError(f"it has {ds.x.shape[1]} features, the model takes {spec.layers[0]}")
         targets(spec, ds.y, len(ds))
-        scores = evaluate(spec, params, ds.x, ds.y)
+        mode = "range" if experiment.feature_scaling == "range" else "global"
+        combined = experiment_scaling(experiment) if mode == "global" else None
+        if mode == "global" and combined is None:
+            raise ValueError("the nodes have not reported their feature statistics yet, so the scaling they use "
+                             "is unknown (GET /api/features)")
+        x = scaling_for(mode, ds, combined).apply(ds.x)
+        scores = evaluate(spec, params, x, ds.y)
     except (ImportError, OSError, ValueError) as exc:
         message = f"[{experiment.name}] server evaluation on {experiment.server_eval} skipped: {exc}"
         if message not in _reported:

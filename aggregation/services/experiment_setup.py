@@ -21,7 +21,7 @@ from fedsite.errors import ApplicationError
 OPTIONS = ("strategy", "strategy_params", "total_nodes", "min_nodes", "max_rounds", "round_timeout_s", "on_timeout",
            "epochs", "learning_rate", "batch_size", "seed", "update_max_norm", "update_norm_mode", "update_encoding",
            "stop_metric", "stop_op", "stop_threshold", "stop_patience", "server_eval", "server_eval_target",
-           "model_spec")
+           "model_spec", "feature_scaling")
 # Float options: (lowest value, whether the lowest itself is refused), as FL_* settings check them; None: any.
 FLOAT_LIMITS = {"round_timeout_s": (0.1, False), "learning_rate": (0.0, False), "update_max_norm": (0.0, True),
                 "stop_threshold": None}

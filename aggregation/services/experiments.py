@@ -55,6 +55,7 @@ def experiment_env_fields() -> dict:
         "update_max_norm": settings.FL_UPDATE_MAX_NORM,
         "update_norm_mode": settings.FL_UPDATE_NORM_MODE,
         "update_encoding": settings.FL_UPDATE_ENCODING,
+        "feature_scaling": settings.FL_FEATURE_SCALING,
         **experiment_learning_defaults(),
     }
 

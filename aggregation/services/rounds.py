@@ -93,6 +93,9 @@ def _strategy_restored(experiment: Experiment, base: ModelVersion) -> Strategy:
     return strategy
 
 
+BATCH_READ_BYTES = 2 << 20  # a round's blobs up to this total are read at once: memory stays at a few MB
+
+
 def _checked_updates(experiment: Experiment, names: list[str], current: NDArrays, updates: list[Update],
                      outliers: dict[int, str]) -> Iterator[tuple[Update, NDArrays | None]]:
     """Yield (update, usable parameters) one blob at a time; a rejected update gets its reason recorded.
@@ -100,12 +103,19 @@ def _checked_updates(experiment: Experiment, names: list[str], current: NDArrays
     `outliers` (by position) are rejected from their stored distance, without reading their blobs.
     """
     spec = experiment_spec(experiment)
+    # A round of small updates is read in one query (unsorted, so SQLite does not sort the blobs); otherwise
+    # one at a time, so memory stays at a few models. A 10-node round of a small MLP spent 6 ms in ten reads.
+    wanted = [u.pk for position, u in enumerate(updates) if position not in outliers]
+    together = sum(u.size for u in updates) <= BATCH_READ_BYTES
+    blobs = dict(Update.objects.filter(pk__in=wanted).values_list("pk", "parameters")) if together else {}
     for position, update in enumerate(updates):
         reason: str | None
         if position in outliers:
             checked, reason = None, outliers[position]
         else:
-            blob = Update.objects.filter(pk=update.pk).values_list("parameters", flat=True).get()
+            blob = blobs.pop(update.pk, None)
+            if blob is None:
+                blob = Update.objects.filter(pk=update.pk).values_list("parameters", flat=True).get()
             params, _ = params_loads(spec, blob)
             checked, reason = validate_update(params, current, max_norm=experiment.update_max_norm,
                                               mode=experiment.update_norm_mode, names=names)

@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from aggregation import events
 from aggregation.models import Experiment, Round
+from aggregation.services.features import REPORTED_SCALINGS, feature_stats_settle
 from aggregation.services.handover import aggregation_enqueue, round_start_aggregation
 from aggregation.services.rounds import failed_nodes_reason, round_fail
 
@@ -60,4 +61,10 @@ def rounds_sweep(now: datetime | None = None) -> int:
         logger.warning("round id %d is aggregating but its task was lost or is late; enqueueing it again", round_id)
         aggregation_enqueue(round_id)
         touched += 1
+    # Feature statistics waiting for nodes that never reported: a quorum's, once its round timeout has passed.
+    waiting = (Experiment.objects.filter(feature_scaling__in=REPORTED_SCALINGS, feature_reports__isnull=False)
+               .exclude(status__in=(Experiment.Status.FINISHED, Experiment.Status.STOPPED)).distinct())
+    for experiment in waiting:
+        if not experiment.feature_stats and feature_stats_settle(experiment):
+            touched += 1
     return touched

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import requests
 
-from aggregation.datasets import csv_load, standardize, standardizer_fit
+from aggregation.datasets import csv_load
+from aggregation.fl.features import Scaling
 from aggregation.fl.model import MLPSpec, loss
 from aggregation.fl.serde import params_loads
 from tests.e2e.conftest import ROOT, free_port, wait_until
@@ -48,8 +49,11 @@ def test_two_nodes_train_end_to_end_on_a_csv_file(start_server, start_node, tmp_
     assert all({"loss", "loss_before", "val_loss"} <= set(u["metrics"]) for u in detail["updates"])
     assert sorted(u["num_examples"] for u in detail["updates"]) == [64, 64]
     assert rounds[2]["metrics"]["val_loss"] < rounds[0]["metrics"]["val_loss"]
+    # CSV data gets the federated statistics too: both nodes reported, and the pooled loss uses their scaling.
+    features = requests.get(f"{url}/api/features", timeout=5).json()
+    assert features["status"] == "ready" and features["nodes"] == 2 and features["count"] == 128
     ds = csv_load(path, "y")
-    x, y = standardize(ds.x, standardizer_fit(ds.x)), ds.y.astype(np.float32)
+    x, y = Scaling.from_dict(features).apply(ds.x), ds.y.astype(np.float32)
 
     def pooled_loss(version: int) -> float:
         body = requests.get(f"{url}/api/models/{version}/download", timeout=10).content

@@ -21,10 +21,10 @@ bodies = st.one_of(
     st.text(max_size=50).map(lambda t: ("text/plain", t.encode())),
 )
 POSTS = ["/api/rounds/1/updates?experiment=exp", "/api/rounds/999/updates?experiment=exp", "/message?experiment=exp",
-         "/api/nodes/register"]
+         "/api/nodes/register", "/api/features?experiment=exp"]
 GETS = ["/api/rounds/current?experiment=exp&wait={q}&known={q}", "/api/models/{q}?experiment=exp",
         "/api/models/{q}/download?experiment=exp&format={q}", "/api/rounds/{q}?experiment={q}",
-        "/status?experiment={q}"]
+        "/status?experiment={q}", "/api/features?experiment={q}"]
 
 
 def _assert_json_error_or_success(response) -> None:

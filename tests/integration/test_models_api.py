@@ -63,7 +63,7 @@ def test_current_round_reports_config_and_progress(api, experiment, register, up
     state = api.get("/api/rounds/current?experiment=exp").json()
 
     assert state["number"] == 1 and state["status"] == "open" and state["model_version"] == 0
-    assert state["config"] == {"epochs": 10, "learning_rate": 0.01, "batch_size": 0}
+    assert state["config"] == {"epochs": 10, "learning_rate": 0.01, "batch_size": 0, "feature_scaling": "global"}
     assert state["progress"] == {"received": 1, "required": 3, "min_nodes": 2, "nodes": ["a"]}
     assert state["model_spec"] == {"kind": "mlp", "layers": [10, 64, 1]}
 

@@ -14,7 +14,7 @@ OPERATIONS = {
     ("/api/models/{version}/evaluations", "post"), ("/api/nodes", "get"), ("/api/nodes/register", "post"),
     ("/api/nodes/done", "post"), ("/api/rounds", "get"), ("/api/rounds/current", "get"),
     ("/api/rounds/{number}", "get"), ("/api/rounds/{number}/updates", "post"),
-    ("/api/rounds/{number}/failures", "post"),
+    ("/api/rounds/{number}/failures", "post"), ("/api/features", "get"), ("/api/features", "post"),
 }
 
 

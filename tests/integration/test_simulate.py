@@ -5,12 +5,16 @@ import numpy as np
 import pytest
 from django.core.management import CommandError, call_command
 
+from aggregation.datasets import server_testset_load
+from aggregation.fl.features import Scaling
+from aggregation.fl.metrics import evaluate
 from aggregation.fl.model import MLPSpec, init_parameters
 from aggregation.fl.serde import dumps_sha256, loads, params_loads
-from aggregation.models import Experiment, Update
+from aggregation.models import Experiment, FeatureReport, Update
+from aggregation.selectors import version_parameters
 from aggregation.simulation import Simulation, SimulationConfig
 from nodes_app.models import Node
-from nodes_app.training import fit_and_evaluate
+from nodes_app.training import fit_and_evaluate, shuffle_seed
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -47,22 +51,73 @@ def test_five_simulated_nodes_on_digits_reach_90_percent_test_accuracy():
 
 def test_a_virtual_node_uploads_exactly_what_its_training_function_computes():
     # Prepare
-    sim = Simulation(SimulationConfig(nodes=3, rounds=1, data="iris", partition="dirichlet:1", seed=4, name="same"))
+    sim = Simulation(SimulationConfig(nodes=3, rounds=1, data="iris", partition="dirichlet:1", seed=4, name="same",
+                                      batch_size=8))
     experiment = sim.setup()
 
     # Execute
     rnd = sim.step()
 
-    # Assert: node sim-2's stored update is fit_and_evaluate on its partition with seed 2 + round 1
+    # Assert: node sim-2's stored update is fit_and_evaluate on its partition, shuffled with (seed 4, node 2,
+    # round 1), as `runnode --id 2 --seed 4` shuffles
     spec = MLPSpec((4, 32, 3), "classification")
-    config = {"epochs": 5, "learning_rate": 0.1, "batch_size": 32}
-    expected, metrics = fit_and_evaluate(spec, init_parameters(spec, 4), sim.data[1], config, seed=3)
+    config = {"epochs": 5, "learning_rate": 0.1, "batch_size": 8, "feature_scaling": "global"}
+    expected, metrics = fit_and_evaluate(spec, init_parameters(spec, 4), sim.data[1], config,
+                                         seed=shuffle_seed(4, 2, 1))
     stored = rnd.updates.get(node__node_id="sim-2")
     for got, want in zip(params_loads(spec, bytes(stored.parameters))[0], expected):
         np.testing.assert_array_equal(got, want)
     assert stored.metrics == pytest.approx(metrics)
     assert stored.num_examples == len(sim.data[1].y_train)
     assert experiment.model_spec == spec.to_dict()
+
+
+def test_simulated_nodes_report_feature_statistics_and_everyone_uses_the_combined_scaling():
+    # Prepare: the raw partitions, as each virtual node holds them before round 1
+    config = SimulationConfig(nodes=4, rounds=1, data="digits", partition="shards:2", seed=1, name="fa",
+                              val_fraction=0.1)
+    sim = Simulation(config)
+    raw = list(sim.data)
+
+    # Execute
+    experiment = sim.setup()
+    rnd = sim.step()
+
+    # Assert: one report per node through the service; the scaling is the pooled training rows' statistics...
+    assert FeatureReport.objects.filter(experiment=experiment).count() == 4
+    experiment.refresh_from_db()
+    scaling = Scaling.from_dict(experiment.feature_stats)
+    pooled = np.concatenate([d.x_train for d in raw])
+    np.testing.assert_allclose(scaling.shift, pooled.mean(axis=0), rtol=1e-9)
+    # ...every node trains on its rows scaled with it...
+    for before, after in zip(raw, sim.data):
+        np.testing.assert_allclose(after.x_train, scaling.apply(before.x_train))
+        assert after.scaling == "global"
+    # ...and the server scores the round's model on its test rows scaled the same way.
+    spec = sim.spec
+    version = experiment.versions.get(version=1)
+    test = server_testset_load("digits")
+    expected = evaluate(spec, version_parameters(version.pk, version.sha256), scaling.apply(test.x), test.y)
+    assert rnd.metrics["test_accuracy"] == pytest.approx(expected["accuracy"])
+
+
+@pytest.mark.parametrize("scaling", ["node", "range"])
+def test_the_node_and_range_scalings_remain_options(scaling):
+    # Execute
+    simulate("--nodes", "3", "--rounds", "1", "--data", "digits", "--scaling", scaling, "--name", f"s-{scaling}")
+
+    # Assert: node: reports (for the server's test set) but each node standardises alone; range: no reports
+    experiment = Experiment.objects.get(name=f"s-{scaling}")
+    assert experiment.feature_scaling == scaling
+    assert FeatureReport.objects.filter(experiment=experiment).count() == (3 if scaling == "node" else 0)
+    assert "test_accuracy" in experiment.rounds.get(number=1).metrics
+
+
+def test_the_run_seed_changes_every_shuffle_and_no_node_replays_another_nodes_stream():
+    assert shuffle_seed(0, 1, 2) != shuffle_seed(0, 2, 1)  # i + round gave node 1/round 2 node 2/round 1's stream
+    assert shuffle_seed(0, 3, 5) != shuffle_seed(1, 3, 5)
+    assert shuffle_seed(7, 3, 5) == shuffle_seed(7, 3, 5)
+    assert len({shuffle_seed(0, n, r) for n in range(1, 11) for r in range(1, 101)}) == 1000
 
 
 def test_worker_processes_give_the_same_models_as_one_process():
@@ -137,3 +192,40 @@ def test_int8_update_encoding_shrinks_the_uploads_and_the_server_stores_the_deco
     for b, e, r in zip(base, exact, rounded):
         half_step = np.max(np.abs(e - b)) / 127 / 2
         np.testing.assert_array_less(np.abs(r - e), half_step * 1.001 + 1e-7)
+
+
+def test_in_process_uploads_store_what_http_uploads_store_and_keep_their_rules():
+    # Prepare: two identical federations, one fed through update_submit one by one, one in-process at once
+    from aggregation.services.updates import ParsedUpdate, update_submit, updates_submit_in_process
+    from fedsite.errors import ApplicationError
+    from nodes_app.services import node_issue_token
+
+    spec = MLPSpec((4, 8, 3), "classification")
+    nodes = [node_issue_token(f"n{i}", rotate=True)[0] for i in range(3)]
+    made = {}
+    for name in ("one", "all"):
+        made[name] = Simulation(SimulationConfig(nodes=3, rounds=2, data="iris", name=name, hidden=(8,)))
+        made[name].setup()
+    base = init_parameters(spec, 0)
+    updates = [(node, ParsedUpdate(init_parameters(spec, 10 + i), 5 + i, {"loss": 0.5})) for i, node in
+               enumerate(nodes)]
+
+    # Execute
+    for node, update in updates:
+        update_submit(experiment=made["one"].experiment, round_number=1, node=node, update=update)
+    accepted = updates_submit_in_process(experiment=made["all"].experiment, round_number=1, base=base,
+                                         updates=updates)
+
+    # Assert: the same rows (digest, examples, distance from the model, metrics) and the round closed either way
+    def rows(name):
+        return sorted(Update.objects.filter(round__experiment__name=name)
+                      .values_list("node__node_id", "sha256", "num_examples", "delta_norm", "metrics"))
+    assert accepted == 3 and rows("one") == rows("all")
+    for name in ("one", "all"):
+        assert Experiment.objects.get(name=name).rounds.get(number=1).status == "closed"
+    # A repeat is a no-op; a different update for a closed round is refused as an HTTP upload would be.
+    assert updates_submit_in_process(experiment=made["all"].experiment, round_number=1, base=base,
+                                     updates=updates) == 0
+    changed = [(nodes[0], ParsedUpdate(init_parameters(spec, 99), 5, {"loss": 0.5}))]
+    with pytest.raises(ApplicationError, match="already uploaded a different update"):
+        updates_submit_in_process(experiment=made["all"].experiment, round_number=1, base=base, updates=changed)

@@ -4,8 +4,9 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.test import override_settings
 
-from aggregation.datasets import csv_load, server_testset_load, standardize, standardizer_fit
+from aggregation.datasets import csv_load, dataset_load, server_testset_load, standardizer_fit
 from aggregation.fl.aggregate import weighted_average
+from aggregation.fl.features import Scaling
 from aggregation.fl.metrics import evaluate
 from aggregation.fl.model import MLPSpec, init_parameters, loss
 from aggregation.models import Experiment, Round
@@ -75,11 +76,19 @@ def test_without_a_stop_condition_max_rounds_finishes_the_run_and_says_so(make_e
     assert "stopped_early" not in Round.objects.get(experiment=experiment, number=2).metrics
 
 
+def fixed_scaling(x: np.ndarray) -> dict:
+    """An experiment's feature_stats as the nodes' reports would have fixed it (here: from `x`'s statistics)."""
+    mean, std = standardizer_fit(x)
+    return {"shift": mean.tolist(), "scale": std.tolist(), "nodes": 2, "count": len(x)}
+
+
 def test_the_server_scores_every_new_model_on_its_digits_test_set(make_experiment, register, uploader):
-    # Prepare: a digits classifier and two nodes' updates
+    # Prepare: a digits classifier, the nodes' combined scaling (from the whole set: not the test rows' own
+    # statistics) and two nodes' updates
     spec = MLPSpec((64, 8, 10), "classification")
+    stats = fixed_scaling(dataset_load("digits").x)
     experiment = make_experiment(model_spec=spec.to_dict(), total_nodes=2, min_nodes=2, server_eval="digits",
-                                 stop_metric="test_accuracy", stop_threshold=0.99)
+                                 stop_metric="test_accuracy", stop_threshold=0.99, feature_stats=stats)
     updates = [(init_parameters(spec, 20 + i), n) for i, n in enumerate([10, 30])]
 
     # Execute
@@ -89,10 +98,12 @@ def test_the_server_scores_every_new_model_on_its_digits_test_set(make_experimen
     # Assert: the round's test metrics are the aggregated model's scores on the held-out digits
     metrics = Round.objects.get(experiment=experiment, number=1).metrics
     test = server_testset_load("digits")
-    expected = evaluate(spec, weighted_average(updates), test.x, test.y)
+    expected = evaluate(spec, weighted_average(updates), Scaling.from_dict(stats).apply(test.x), test.y)
+    own = evaluate(spec, weighted_average(updates), Scaling(*standardizer_fit(test.x)).apply(test.x), test.y)
     assert metrics["test_accuracy"] == pytest.approx(expected["accuracy"])
     assert metrics["test_loss"] == pytest.approx(expected["loss"], rel=1e-5)
     assert metrics["test_examples"] == len(test)
+    assert metrics["test_loss"] != pytest.approx(own["loss"], rel=1e-3)  # not the test set's own statistics
     assert Experiment.objects.get(pk=experiment.pk).status == Experiment.Status.RUNNING  # 0.99 not reached
 
 
@@ -103,14 +114,16 @@ def test_the_server_scores_a_regression_on_a_csv_test_set_it_owns(make_experimen
     path = tmp_path / "test.csv"
     path.write_text(",".join([f"f{i}" for i in range(10)] + ["y"]) + "\n"
                     + "\n".join(",".join(f"{v:.5f}" for v in [*row, row[:3].sum()]) for row in x) + "\n")
-    experiment = make_experiment(total_nodes=1, min_nodes=1, server_eval=f"csv:{path}", server_eval_target="y")
+    stats = fixed_scaling(x[:20] * 2 + 1)
+    experiment = make_experiment(total_nodes=1, min_nodes=1, server_eval=f"csv:{path}", server_eval_target="y",
+                                 feature_stats=stats)
 
     # Execute
     uploader(register("1"), 1, params_for(3), binary=False)
 
-    # Assert: the test loss is ½·MSE on the file, standardised with its own statistics
+    # Assert: the test loss is ½·MSE on the file, scaled with the nodes' combined statistics
     ds = csv_load(path, "y")
-    expected = loss(MLPSpec(), params_for(3), standardize(ds.x, standardizer_fit(ds.x)), ds.y.astype(np.float32))
+    expected = loss(MLPSpec(), params_for(3), Scaling.from_dict(stats).apply(ds.x), ds.y.astype(np.float32))
     metrics = Round.objects.get(experiment=experiment, number=1).metrics
     assert metrics["test_loss"] == pytest.approx(expected, rel=1e-5) and "test_accuracy" not in metrics
 

@@ -6,12 +6,12 @@ import math
 import numpy as np
 import pytest
 
-from aggregation.datasets import NodeData
+from aggregation.datasets import NodeData, node_data_scale
 from aggregation.fl.metrics import accuracy, evaluate, stop_condition_holds, stop_condition_parse
 from aggregation.fl.model import MLPSpec, forward, gradients, init_parameters, loss, predict, softmax, train
 from aggregation.fl.serde import params_dumps, params_loads, sha256_hex
 from nodes_app.runner import DataMismatch, NodeRunner
-from nodes_app.training import data_check, fit_and_evaluate
+from nodes_app.training import data_check, fit_and_evaluate, shuffle_seed
 
 CLF = MLPSpec((4, 6, 3), "classification")
 DEEP_CLF = MLPSpec((5, 4, 3, 4), "classification")
@@ -186,10 +186,12 @@ def test_a_node_with_real_data_uploads_its_validation_metrics(tmp_path):
     # Execute
     runner.step()
 
-    # Assert: exactly what the shared training function computes for node 2 in round 1
+    # Assert: exactly what the shared training function computes for node 2 in round 1 (a server that does not
+    # name a feature scaling gets node-local standardisation, as before federated statistics)
     params, meta = params_loads(CLF, server.uploads[0])
-    expected, metrics = fit_and_evaluate(CLF, init_parameters(CLF, 1), node_data(),
-                                         {"epochs": 3, "learning_rate": 0.1, "batch_size": 16}, seed=2 + 1)
+    expected, metrics = fit_and_evaluate(CLF, init_parameters(CLF, 1), node_data_scale(node_data(), "node"),
+                                         {"epochs": 3, "learning_rate": 0.1, "batch_size": 16},
+                                         seed=shuffle_seed(0, 2, 1))
     assert json.loads(meta["metrics"]) == pytest.approx(metrics)
     assert set(metrics) == {"loss", "loss_before", "val_loss", "val_accuracy"}
     assert meta["num_examples"] == "120"

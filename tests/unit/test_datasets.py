@@ -1,5 +1,5 @@
 """Data sets for nodes and the server: bundled sets offline, CSV files with clear errors, disjoint shares,
-node-local standardisation, and runnode's data options."""
+the three feature scalings (global from federated statistics, node-local, fixed range), and runnode's data options."""
 
 import numpy as np
 import pytest
@@ -12,9 +12,12 @@ from aggregation.datasets import (
     dataset_load,
     dataset_pool,
     node_data_load,
+    node_data_scale,
+    node_feature_stats,
     nodes_data_load,
     server_testset_load,
 )
+from aggregation.fl.features import feature_stats_combine
 from nodes_app.management.commands import runnode
 
 SHAPES = {"digits": (1797, 64, 10), "breast_cancer": (569, 30, 2), "wine": (178, 13, 3), "iris": (150, 4, 3),
@@ -37,6 +40,21 @@ def test_every_bundled_set_loads_offline_with_its_shape_and_task(name):
     assert ds.classes == classes and ds.task == ("regression" if name == "diabetes" else "classification")
 
 
+@pytest.mark.parametrize("name", ["digits", "iris", "wine", "breast_cancer"])
+def test_bundled_sets_read_without_scikit_learn_equal_its_loaders(name):
+    # Prepare
+    import sklearn.datasets
+
+    bunch = getattr(sklearn.datasets, BUILTIN[name][0])()
+
+    # Execute
+    ds = dataset_load(name)
+
+    # Assert: bit for bit what scikit-learn's loader gives
+    np.testing.assert_array_equal(ds.x, bunch.data)
+    np.testing.assert_array_equal(ds.y, bunch.target)
+
+
 def test_the_server_test_rows_are_never_in_a_node_partition():
     # Prepare
     full = dataset_load("digits")
@@ -57,10 +75,10 @@ def test_the_server_test_rows_are_never_in_a_node_partition():
     assert np.bincount(test.y.astype(int)).min() >= 30
 
 
-def test_each_node_standardises_with_its_own_training_rows_only():
+def test_with_node_scaling_each_node_standardises_with_its_own_training_rows_only():
     # Execute
-    first = node_data_load("wine", num_partitions=3, partition_id=0, seed=2)
-    second = node_data_load("wine", num_partitions=3, partition_id=1, seed=2)
+    first = node_data_load("wine", num_partitions=3, partition_id=0, seed=2, scaling="node")
+    second = node_data_load("wine", num_partitions=3, partition_id=1, seed=2, scaling="node")
 
     # Assert: a node's training features are centred and scaled by their own statistics...
     np.testing.assert_allclose(first.x_train.mean(axis=0), 0, atol=1e-5)
@@ -69,6 +87,51 @@ def test_each_node_standardises_with_its_own_training_rows_only():
     assert np.abs(first.x_val.mean(axis=0)).max() > 0.05
     np.testing.assert_allclose(second.x_train.mean(axis=0), 0, atol=1e-5)
     assert "wine partition 0/3 (iid, seed 2)" in first.description
+
+
+def test_the_global_scaling_from_every_nodes_sums_equals_the_pooled_training_rows_statistics():
+    # Prepare: raw partitions under strong label skew
+    nodes = nodes_data_load("digits", partitioning="shards:2", num_partitions=5, seed=3, val_fraction=0.1)
+    assert all(n.scaling == "none" for n in nodes)
+
+    # Execute: what each node reports, combined as the server does, applied on every node
+    combined = feature_stats_combine([node_feature_stats(n) for n in nodes])
+    scaled = [node_data_scale(n, "global", combined) for n in nodes]
+
+    # Assert: exactly the mean and deviation of all training rows pooled (validation rows never enter)...
+    pooled = np.concatenate([n.x_train for n in nodes])
+    np.testing.assert_allclose(combined.shift, pooled.mean(axis=0), atol=1e-9)
+    std = pooled.std(axis=0)
+    np.testing.assert_allclose(combined.scale, np.where(std < 1e-6, 1.0, std), rtol=1e-9)
+    # ...so the nodes' rows together are standardised, while each skewed node alone is not centred.
+    together = np.concatenate([s.x_train for s in scaled])
+    np.testing.assert_allclose(together.mean(axis=0), 0, atol=1e-4)
+    assert max(np.abs(s.x_train.mean(axis=0)).max() for s in scaled) > 0.5
+    assert all(s.scaling == "global" for s in scaled)
+    np.testing.assert_allclose(scaled[0].x_val, (nodes[0].x_val - combined.shift) / combined.scale, rtol=1e-5)
+
+
+def test_the_range_scaling_divides_digits_by_their_known_range_and_refuses_other_data(tmp_path):
+    # Execute
+    node = node_data_load("digits", num_partitions=2, partition_id=1, scaling="range")
+    raw = node_data_load("digits", num_partitions=2, partition_id=1)
+
+    # Assert
+    np.testing.assert_allclose(node.x_train, raw.x_train / 16, rtol=1e-6)
+    assert node.x_train.min() >= 0 and node.x_train.max() <= 1
+    with pytest.raises(DataError, match="wine has no known fixed input range"):
+        node_data_load("wine", scaling="range")
+    with pytest.raises(DataError, match="the global scaling needs the federation's statistics"):
+        node_data_load("wine", scaling="global")
+
+
+def test_the_server_test_set_is_raw_and_never_standardised_with_its_own_statistics():
+    # Execute
+    test = server_testset_load("digits")
+
+    # Assert: the raw pixel counts; the server applies the nodes' scaling (services.evaluation)
+    full = dataset_load("digits")
+    np.testing.assert_array_equal(test.x, full.x[_holdout_split(full)[1]])
 
 
 def test_node_data_is_reproducible_and_split_into_train_and_validation():

@@ -28,6 +28,7 @@ FLAGS: dict[str, tuple[str, type, str]] = {
     "--update-encoding": ("update_encoding", str, f"How nodes compress uploads: {', '.join(ENCODINGS)}."),
     "--update-max-norm": ("update_max_norm", float, "Bound on an update's distance from the model (L2)."),
     "--seed": ("seed", int, "Seed of the built-in MLP's initial weights."),
+    "--feature-scaling": ("feature_scaling", str, "How nodes with --data scale features: global, node or range."),
 }
 
 

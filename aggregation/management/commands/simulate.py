@@ -9,6 +9,7 @@ from django.db import IntegrityError
 
 from aggregation.datasets import BUILTIN, DataError
 from aggregation.fl.compression import ENCODINGS
+from aggregation.fl.features import SCALINGS
 from aggregation.fl.metrics import stop_condition_parse
 from aggregation.fl.registry import STRATEGIES
 from aggregation.models import Round
@@ -22,6 +23,9 @@ BAR = 30
 class Command(BaseCommand):
     help = ("Simulate a federation: N virtual nodes train with the node's code and submit through the same services "
             "as real uploads; prints a progress bar and a table of every round.")
+    # The system checks import the URLconf and with it every view, DRF and the schema generator: a third of a
+    # sweep's start-up, for a command that serves no URL (`manage.py check` still runs them).
+    requires_system_checks: list[str] = []
 
     def add_arguments(self, parser: CommandParser) -> None:
         add = parser.add_argument
@@ -40,6 +44,9 @@ class Command(BaseCommand):
         add("--learning-rate", type=float, default=0.1)
         add("--batch-size", type=int, default=32, help="0 = full batch (default 32).")
         add("--val-fraction", type=float, default=0.2, help="Each node's validation share (default 0.2).")
+        add("--scaling", choices=SCALINGS, default="global",
+            help="Feature scaling: global (federated statistics before round 1), node (each node its own) or range "
+                 "(the data set's fixed range); default global.")
         add("--server-eval", default="auto",
             help="Server test set: auto (a bundled set's held-out rows), none, or a data source.")
         add("--stop-when", default="", help="Early stop, e.g. test_accuracy>=0.95 or val_accuracy>=0.95.")
@@ -68,7 +75,8 @@ class Command(BaseCommand):
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(f"experiment {experiment.name}: {config.nodes} nodes, {config.data} {config.partition}, "
-                          f"{config.strategy}, model {sim.spec.to_dict()}, uploads {config.update_encoding}")
+                          f"{config.strategy}, model {sim.spec.to_dict()}, uploads {config.update_encoding}, "
+                          f"features scaled {config.scaling if config.data != SYNTHETIC else 'as generated'}")
         rows: list[tuple[Round, float]] = []
         try:
             while not sim.finished and len(rows) < config.rounds:
@@ -104,7 +112,7 @@ class Command(BaseCommand):
             learning_rate=options["learning_rate"], batch_size=options["batch_size"],
             val_fraction=options["val_fraction"], server_eval=options["server_eval"], stop_metric=stop[0],
             stop_op=stop[1], stop_threshold=stop[2], stop_patience=options["patience"], name=options["name"],
-            workers=options["workers"], update_encoding=options["update_encoding"],
+            workers=options["workers"], update_encoding=options["update_encoding"], scaling=options["scaling"],
         )
 
     def _wire(self, sim: Simulation) -> None:

@@ -61,6 +61,11 @@ class Command(BaseCommand):
                           help="This node's partition, 0..N-1; default id - 1 for a numeric id.")
         data.add_argument("--val-fraction", type=float, default=0.2,
                           help="Share of the node's rows kept for validation (default 0.2).")
+        data.add_argument("--stats-noise", type=float, default=0.0, metavar="Z",
+                          help="Gaussian noise multiplier on the feature statistics this node reports (local DP; "
+                               "default 0: exact sums). Needs --stats-clip.")
+        data.add_argument("--stats-clip", type=float, default=None, metavar="C",
+                          help="With --stats-noise: every feature value is clipped to [-C, C] before the sums.")
         own = parser.add_argument_group("your own model and training code (fedsite_node.NumPyClient)")
         own.add_argument("--client", default=None, metavar="MODULE:ATTR",
                          help="Train with your client: ATTR of MODULE (importable from the working directory or "
@@ -94,6 +99,8 @@ class Command(BaseCommand):
             port = 8001 + int(node_id)
         if options["samples"] < 1:
             raise CommandError("--samples must be at least 1")
+        if options["stats_noise"] < 0 or (options["stats_noise"] > 0 and not (options["stats_clip"] or 0) > 0):
+            raise CommandError("--stats-noise must be at least 0, and noise needs a positive --stats-clip")
         data = _load_data(node_id, options)
         etcd_endpoints = _etcd_endpoints()
         find_server = not options["server"] and bool(etcd_endpoints)
@@ -103,7 +110,8 @@ class Command(BaseCommand):
             node_id, client, Path(options["state_dir"] or Path("var") / "nodes" / node_id),
             seed=options["seed"] if data is None else None, samples=options["samples"], poll_wait=options["poll_wait"],
             enrollment_token=os.environ.get("FL_ENROLLMENT_TOKEN") or None, keep_serving=options["keep_serving"],
-            data=data,
+            data=data, run_seed=(options["seed"] or 0) if data is not None else 0,
+            stats_noise=options["stats_noise"], stats_clip=options["stats_clip"],
         )
         if options["api_token"] is not None and len(options["api_token"]) < 16:
             raise CommandError("--api-token (FL_NODE_API_TOKEN) must be at least 16 characters")
