@@ -19,7 +19,7 @@ from aggregation.fl.registry import STRATEGIES
 from aggregation.models import Evaluation, Experiment, ModelVersion, Round, Update
 from aggregation.services.experiment_setup import OPTIONS, experiment_setup
 from aggregation.services.experiments import experiment_env_fields
-from aggregation.services.lifecycle import experiment_pause, experiment_resume, experiment_stop
+from aggregation.services.lifecycle import experiment_pause, experiment_reset, experiment_resume, experiment_stop
 from fedsite.errors import ApplicationError
 
 if TYPE_CHECKING:
@@ -317,12 +317,27 @@ class ModelVersionAdmin(HistoryAdmin):
     contributors_json = json_display("contributors")
     evaluation_json = json_display("evaluation")
     list_select_related = ("experiment", "parent__experiment", "round__experiment")
+    actions = ["roll_back_to"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False  # the lineage is append-only
+
+    @admin.action(description="Roll its experiment back to the selected version (a new version, a new round)")
+    def roll_back_to(self, request: HttpRequest, queryset: QuerySet) -> None:
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one model version to roll back to.", level="error")
+            return
+        target = queryset.select_related("experiment").get()
+        try:
+            made = experiment_reset(target.experiment, target.version, by=f"{request.user} in the admin")
+        except ApplicationError as exc:
+            self.message_user(request, exc.detail, level="error")
+            return
+        self.message_user(request, f"{target.experiment.name}: v{made.version} has v{target.version}'s parameters; "
+                                   "a new round is open on it.")
 
 
 @admin.register(Evaluation)

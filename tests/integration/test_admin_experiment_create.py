@@ -270,3 +270,28 @@ def test_history_cannot_be_deleted_or_rewritten_and_wide_json_is_folded(admin_cl
     assert '<details><summary><code>{"metric_0":0.0,"metric_1":0.14' in page and '"metric_29": 4.14' in page
     experiment.refresh_from_db()
     assert strategy_post.status_code == 302 and (experiment.strategy, experiment.epochs) == ("fedavg", 2)
+
+
+@pytest.mark.django_db(transaction=True)  # the round aggregates on commit
+def test_the_admin_rolls_an_experiment_back_to_a_selected_version(admin_client, experiment, register):
+    from rest_framework.test import APIClient
+
+    from aggregation.models import Round
+    from tests.conftest import params_for, upload
+
+    tokens = [register(str(i)) for i in range(3)]
+    for token in tokens:
+        upload(APIClient(), token, 1, params_for(1), 10)
+    v0, v1 = experiment.versions.get(version=0), experiment.versions.get(version=1)
+    changelist = "/admin/aggregation/modelversion/"
+
+    two = admin_client.post(changelist, {"action": "roll_back_to", "_selected_action": [v0.pk, v1.pk]}, follow=True)
+    one = admin_client.post(changelist, {"action": "roll_back_to", "_selected_action": [v0.pk]}, follow=True)
+
+    assert "Select exactly one model version" in two.content.decode()
+    text = one.content.decode()
+    assert "xp: v2 has v0&#x27;s parameters; a new round is open on it." in text  # the admin capitalises
+    v2 = experiment.versions.get(version=2)
+    assert v2.parent == v1 and v2.contributors[0]["rollback_to"] == 0 and "in the admin" in v2.contributors[0]["by"]
+    assert Round.objects.get(experiment=experiment, number=2).status == "failed"
+    assert Round.objects.get(experiment=experiment, number=3).base_version == v2
