@@ -42,22 +42,31 @@ def _latest(experiment: Experiment) -> ModelVersion | None:
     return experiment.versions.order_by("-version").first()
 
 
-def experiment_stop(experiment: Experiment, reason: str = "stopped by an operator",
-                    status: str = Experiment.Status.STOPPED) -> bool:
-    """End a running (or initializing) run now: its open round takes no more updates and nodes finish with the
-    latest model. False if it had ended already."""
+def _halt(experiment: Experiment, *, halting: tuple[str, ...], status: str, reason: str, event: str) -> bool:
+    """Move a run whose status is in `halting` to `status`: its open round fails with `reason` and takes no more
+    updates. False if the run was in another state."""
     with transaction.atomic():
         locked, current = _lock_run(experiment)
-        if locked.status not in (Experiment.Status.RUNNING, Experiment.Status.INITIALIZING, Experiment.Status.PAUSED):
+        if locked.status not in halting:
             return False
         _supersede(current, reason)
         locked.status, locked.finish_reason = status, reason
         locked.save(update_fields=["status", "finish_reason"])
         latest = _latest(locked)
-        events.event_send("run.finished", locked, {"model_version": latest.version if latest else None,
-                                                   "reason": reason})
-    logger.info("experiment %s stopped: %s", experiment.name, reason)
+        events.event_send(event, locked, {"model_version": latest.version if latest else None, "reason": reason})
     experiment.refresh_from_db(fields=["status", "finish_reason"])
+    return True
+
+
+def experiment_stop(experiment: Experiment, reason: str = "stopped by an operator",
+                    status: str = Experiment.Status.STOPPED) -> bool:
+    """End a running, initializing or paused run now: its open round takes no more updates and nodes finish with
+    the latest model. False if it had ended already."""
+    S = Experiment.Status
+    if not _halt(experiment, halting=(S.RUNNING, S.INITIALIZING, S.PAUSED), status=status, reason=reason,
+                 event="run.finished"):
+        return False
+    logger.info("experiment %s stopped: %s", experiment.name, reason)
     return True
 
 
@@ -65,18 +74,10 @@ def experiment_pause(experiment: Experiment, by: str = "an operator") -> bool:
     """Hold a running run: its open round takes no more updates and nodes wait (they do not exit) until it is
     resumed, which opens a new round on the latest model. False if it was not running."""
     reason = f"paused by {by}"
-    with transaction.atomic():
-        locked, current = _lock_run(experiment)
-        if locked.status != Experiment.Status.RUNNING:
-            return False
-        _supersede(current, reason)
-        locked.status, locked.finish_reason = Experiment.Status.PAUSED, reason
-        locked.save(update_fields=["status", "finish_reason"])
-        latest = _latest(locked)
-        events.event_send("run.paused", locked, {"model_version": latest.version if latest else None,
-                                                 "reason": reason})
+    if not _halt(experiment, halting=(Experiment.Status.RUNNING,), status=Experiment.Status.PAUSED, reason=reason,
+                 event="run.paused"):
+        return False
     logger.info("experiment %s %s", experiment.name, reason)
-    experiment.refresh_from_db(fields=["status", "finish_reason"])
     return True
 
 

@@ -62,9 +62,11 @@ def rounds_sweep(now: datetime | None = None) -> int:
         aggregation_enqueue(round_id)
         touched += 1
     # Feature statistics waiting for nodes that never reported: a quorum's, once its round timeout has passed.
-    waiting = (Experiment.objects.filter(feature_scaling__in=REPORTED_SCALINGS, feature_reports__isnull=False)
+    # Only experiments still collecting are read: a settled one is never loaded again.
+    waiting = (Experiment.objects.filter(feature_scaling__in=REPORTED_SCALINGS, feature_stats={},
+                                         feature_reports__isnull=False)
                .exclude(status__in=(Experiment.Status.FINISHED, Experiment.Status.STOPPED)).distinct())
     for experiment in waiting:
-        if not experiment.feature_stats and feature_stats_settle(experiment):
+        if feature_stats_settle(experiment):
             touched += 1
     return touched
