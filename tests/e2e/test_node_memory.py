@@ -17,7 +17,8 @@ MODULES_AT_EXIT = (
 # Loaded by the server's system checks (the URLconf imports every view), its metrics collector, --data,
 # or its web server (uvicorn and its parts; daphne, the one before it, brought Twisted and autobahn).
 SERVER_ONLY = ["fedsite.urls", "aggregation.views", "aggregation.metrics", "prometheus_client", "sklearn",
-               "fedsite.webserver", "uvicorn", "uvloop", "httptools", "daphne", "twisted", "autobahn"]
+               "fedsite.webserver", "fedsite.httpprotocol", "uvicorn", "uvloop", "httptools", "daphne", "twisted",
+               "autobahn"]
 
 
 def test_a_node_that_trains_a_round_loads_none_of_the_servers_modules(start_server, e2e_env, tmp_path):

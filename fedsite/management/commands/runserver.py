@@ -4,8 +4,8 @@ The same command in every mode: `make run`, `make demo`, the e2e tests and produ
 (`python manage.py runserver --noreload 0.0.0.0:5000`; several processes behind a proxy in the scaled
 mode). It replaces daphne's runserver: benchmarks/webserver.py measured uvicorn faster per request and
 able to refuse a body at its headers, which daphne (it buffers every body before the application runs)
-cannot. fedsite/webserver.py holds the limits and timeouts; Django's autoreloader restarts it on code
-changes unless --noreload.
+cannot. fedsite/webserver.py and fedsite/httpprotocol.py hold the limits and timeouts; Django's autoreloader
+restarts it on code changes unless --noreload.
 """
 from datetime import datetime
 from typing import Any
@@ -25,7 +25,7 @@ class Command(DjangoRunserverCommand):
     def inner_run(self, *args: Any, **options: Any) -> None:
         import uvicorn
 
-        from fedsite.webserver import uvicorn_config
+        from fedsite.httpprotocol import uvicorn_config
 
         autoreload.raise_last_exception()
         if not options["skip_checks"]:
